@@ -1,0 +1,366 @@
+//! The shim's life outside the Task API: the `start` action (pick or reuse the pod's socket,
+//! spawn the serving daemon, tell containerd where it is), the `delete` action (clean up after
+//! a dead shim), and `serve` (the daemon itself).
+
+pub mod flags;
+pub mod protocol;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use containerd_shim_protos::protobuf::Message;
+use sha2::{Digest, Sha256};
+
+use crate::options::Options;
+use flags::Flags;
+
+/// Where containerd's shims put their sockets.
+pub const SOCKET_DIR: &str = "/run/containerd/s";
+/// The listening socket is handed to the daemon as this fd.
+const LISTENER_FD: RawFd = 3;
+/// Start options travel from the start action to the daemon in this variable (JSON).
+const START_OPTIONS_ENV: &str = "TENDER_START_OPTIONS";
+/// Annotations that group containers into one shim (per pod), in order of precedence.
+const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
+
+/// Go's `filepath.Join` for the absolute, clean inputs containerd gives us.
+fn path_join(parts: &[&str]) -> String {
+    let joined = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut out = String::with_capacity(joined.len());
+    for c in joined.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    if out.len() > 1 && out.ends_with('/') {
+        out.pop();
+    }
+    out
+}
+
+/// The socket of a shim group: `<dir>/<sha256(address/namespace/group)>`, as containerd's own
+/// shims compute it (so tools that look for shim sockets find ours).
+pub fn socket_path(dir: &Path, containerd_address: &str, namespace: &str, group: &str) -> PathBuf {
+    let digest = Sha256::digest(path_join(&[containerd_address, namespace, group]).as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(hex)
+}
+
+/// The group a container belongs to: its pod (or an explicit group), else itself.
+pub fn group_id(bundle: &Path, id: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
+    let spec: Option<Spec> = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(spec) = spec {
+        for key in GROUP_ANNOTATIONS {
+            if let Some(g) = spec.annotations.get(key) {
+                if crate::service::validate_id("group", g).is_ok() {
+                    return g.clone();
+                }
+            }
+        }
+    }
+    id.to_string()
+}
+
+enum Bound {
+    New(UnixListener),
+    /// A live shim already serves this group.
+    Existing,
+}
+
+fn bind(path: &Path) -> Result<Bound, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    for _ in 0..2 {
+        match UnixListener::bind(path) {
+            Ok(l) => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+                return Ok(Bound::New(l));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                // Bound and listening means a shim (or a concurrent start) owns it: reuse.
+                if UnixStream::connect(path).is_ok() {
+                    return Ok(Bound::Existing);
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) => return Err(format!("listen on {}: {e}", path.display())),
+        }
+    }
+    Err(format!("socket {} stays in use", path.display()))
+}
+
+fn read_stdin() -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = std::io::stdin()
+        .take(protocol::STDIN_LIMIT)
+        .read_to_end(&mut buf);
+    buf
+}
+
+/// `containerd-shim-tender-v2 … start`: prints the address containerd should dial.
+pub fn start(flags: &Flags) -> Result<(), String> {
+    crate::service::validate_id("id", &flags.id).map_err(|e| e.to_string())?;
+    if flags.namespace.is_empty() {
+        return Err("start: -namespace is required".into());
+    }
+    let input = protocol::detect(&read_stdin(), &flags.id, &flags.namespace)?;
+    let options = Options::from_any(input.options.as_ref())?;
+    let bundle = std::env::current_dir().map_err(|e| format!("cwd: {e}"))?;
+    let group = group_id(&bundle, &flags.id);
+
+    let (dir, containerd_address) = match &input.protocol {
+        protocol::StartProtocol::Bootstrap(p) => (
+            p.socket_dir
+                .clone()
+                .filter(|d| d.starts_with('/'))
+                .unwrap_or_else(|| SOCKET_DIR.into()),
+            if p.containerd_grpc_address.is_empty() {
+                flags.address.clone()
+            } else {
+                p.containerd_grpc_address.clone()
+            },
+        ),
+        protocol::StartProtocol::Legacy => (SOCKET_DIR.to_string(), flags.address.clone()),
+    };
+    let path = socket_path(
+        Path::new(&dir),
+        &containerd_address,
+        &flags.namespace,
+        &group,
+    );
+    let address = format!("unix://{}", path.display());
+
+    if let Bound::New(listener) = bind(&path)? {
+        let ttrpc_address = match &input.protocol {
+            protocol::StartProtocol::Bootstrap(p) if !p.containerd_ttrpc_address.is_empty() => {
+                Some(p.containerd_ttrpc_address.clone())
+            }
+            _ => None,
+        };
+        if let Err(e) = spawn_daemon(flags, &path, &listener, &options, ttrpc_address.as_deref()) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    }
+    // containerd 1.6 re-attaches to shims after a restart through this file.
+    let _ = std::fs::write(bundle.join("address"), &address);
+    let out = protocol::reply(&input.protocol, &address);
+    let mut stdout = std::io::stdout();
+    stdout
+        .write_all(&out)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| format!("write address: {e}"))
+}
+
+fn spawn_daemon(
+    flags: &Flags,
+    socket: &Path,
+    listener: &UnixListener,
+    options: &Options,
+    ttrpc_address: Option<&str>,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-namespace")
+        .arg(&flags.namespace)
+        .arg("-id")
+        .arg(&flags.id)
+        .arg("-address")
+        .arg(&flags.address)
+        .arg("-socket")
+        .arg(socket);
+    if flags.debug {
+        cmd.arg("-debug");
+    }
+    if let Some(addr) = ttrpc_address {
+        cmd.env("TTRPC_ADDRESS", addr);
+    }
+    cmd.env(
+        START_OPTIONS_ENV,
+        serde_json::to_string(options).unwrap_or_default(),
+    );
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fd = listener.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if fd == LISTENER_FD {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(fd, LISTENER_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("spawn shim daemon: {e}"))?;
+    let pid = child.id();
+    adjust_oom_score(pid);
+    if !options.shim_cgroup.is_empty() {
+        if let Err(e) = crate::cgroups::move_to(&options.shim_cgroup, pid) {
+            return Err(format!("ShimCgroup {:?}: {e}", options.shim_cgroup));
+        }
+    }
+    Ok(())
+}
+
+/// The daemon gets containerd's oom_score_adj + 1: under memory pressure the kernel picks
+/// the shim before containerd, but never before the containers (which CRI scores higher).
+fn adjust_oom_score(pid: u32) {
+    let parent = std::os::unix::process::parent_id();
+    let score = std::fs::read_to_string(format!("/proc/{parent}/oom_score_adj"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    let target = (score + 1).min(1000);
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), target.to_string()) {
+        // Lowering needs CAP_SYS_RESOURCE; raising never fails. Not fatal either way.
+        log::warn!("set oom_score_adj of shim to {target}: {e}");
+    }
+}
+
+/// `containerd-shim-tender-v2 … delete`: containerd's cleanup after a shim died. Prints a
+/// `DeleteResponse` (exit status 137, now) on stdout.
+pub fn delete(flags: &Flags) -> Result<(), String> {
+    crate::service::validate_id("id", &flags.id).map_err(|e| e.to_string())?;
+    let bundle = if flags.bundle.is_empty() {
+        std::env::current_dir().map_err(|e| format!("cwd: {e}"))?
+    } else {
+        PathBuf::from(&flags.bundle)
+    };
+    let options: Options = std::fs::read(bundle.join(crate::service::BUNDLE_OPTIONS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let reaper = crate::reaper::Reaper::new();
+        tokio::spawn(reaper.clone().run());
+        match crate::runtime::Runtime::new(
+            options.binary(),
+            options.runtime_root(&flags.namespace),
+            options.systemd_cgroup,
+            bundle.clone(),
+            reaper,
+        ) {
+            Ok(runtime) => {
+                if let Err(e) = runtime.delete(&flags.id, true).await {
+                    if !e.not_found {
+                        eprintln!("tender: delete {}: {e}", flags.id);
+                    }
+                }
+            }
+            Err(e) => eprintln!("tender: {e}"),
+        }
+    });
+    if let Err(e) = crate::mount::unmount_all(&bundle.join("rootfs")) {
+        eprintln!("tender: {e}");
+    }
+    let pid = std::fs::read_to_string(bundle.join("init.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    let mut resp = containerd_shim_protos::api::DeleteResponse::new();
+    resp.pid = pid;
+    resp.exit_status = 128 + libc::SIGKILL as u32;
+    resp.exited_at = Some(crate::events::timestamp(std::time::SystemTime::now())).into();
+    let bytes = resp.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
+    let mut stdout = std::io::stdout();
+    stdout
+        .write_all(&bytes)
+        .and_then(|_| stdout.flush())
+        .map_err(|e| format!("write: {e}"))
+}
+
+/// The daemon: serves the Task API on the inherited socket until the last container is gone.
+pub fn serve(flags: &Flags) -> Result<(), String> {
+    crate::logger::init(Path::new("log"), flags.debug);
+    crate::reaper::become_subreaper().map_err(|e| format!("subreaper: {e}"))?;
+    let socket = PathBuf::from(&flags.socket);
+    let start_options: Options = std::env::var(START_OPTIONS_ENV)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let ttrpc_address =
+        std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", flags.address));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let result = rt.block_on(async {
+        let reaper = crate::reaper::Reaper::new();
+        tokio::spawn({
+            let reaper = reaper.clone();
+            async move {
+                if let Err(e) = reaper.run().await {
+                    log::error!("reaper stopped: {e}");
+                }
+            }
+        });
+        let publisher = crate::events::Publisher::start(ttrpc_address, flags.namespace.clone());
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let shim = Arc::new(crate::service::Shim::new(
+            flags.namespace.clone(),
+            reaper,
+            publisher.clone(),
+            start_options,
+            shutdown.clone(),
+        ));
+        let mut server = crate::server::build(shim.clone(), LISTENER_FD)?;
+        server
+            .start()
+            .await
+            .map_err(|e| format!("ttrpc server: {e}"))?;
+        log::info!("serving on {}", socket.display());
+        loop {
+            shutdown.notified().await;
+            if shim.is_empty() {
+                break;
+            }
+        }
+        // Let the last events (TaskExit, TaskDelete) reach containerd before going away.
+        if !publisher.flush(Duration::from_secs(5)).await {
+            log::warn!("exiting with undelivered events");
+        }
+        let _ = std::fs::remove_file(&socket);
+        // Graceful: the pending Shutdown reply is still sent.
+        let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+        Ok::<(), String>(())
+    });
+    let _ = std::fs::remove_file(&socket);
+    result
+}

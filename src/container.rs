@@ -1,0 +1,396 @@
+//! A container: its bundle, rootfs, OCI runtime, init process and execs — and the exit-ordering
+//! rules between them.
+//!
+//! Exit-ordering invariants (enforced here, relied on by containerd and CRI):
+//! 1. A process's TaskExit is published after its TaskStart / TaskExecStarted: the exit watcher
+//!    for a process is spawned only after the start event was queued ([`Container::start`],
+//!    [`Container::start_exec`]), and the event queue is FIFO.
+//! 2. A container's init TaskExit is published after the TaskExit of every exec that was
+//!    started: the init watcher waits for `running_execs` to drop to zero first.
+//! 3. Wait returns only after the process's TaskExit was queued, so a Delete (and its
+//!    TaskDelete) that follows a Wait can never overtake the exit event.
+//! 4. Output copied before the exit is reported: the watcher drains stdout/stderr (bounded by
+//!    [`DRAIN_BOUND`]) before publishing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use containerd_shim_protos::events::task::{TaskExecStarted, TaskExit, TaskStart};
+use containerd_shim_protos::topics;
+use tokio::sync::{oneshot, watch};
+
+use crate::events::{timestamp, Publisher};
+use crate::process::{ExitInfo, Process};
+use crate::reaper::{Exit, Reaper};
+use crate::runtime::{CreateOpts, ExecOpts, Runtime};
+use crate::stdio::{self, LoggerEnv, StdioSpec, DRAIN_BOUND};
+
+pub struct Container {
+    pub id: String,
+    pub namespace: String,
+    pub bundle: PathBuf,
+    pub runtime: Runtime,
+    pub init: Arc<Process>,
+    pub rootfs_mounted: bool,
+    pub io_owner: Option<(u32, u32)>,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    running_execs: watch::Sender<usize>,
+    reaper: Arc<Reaper>,
+    publisher: Publisher,
+}
+
+/// Failure of a container operation, classified for the RPC layer.
+#[derive(Debug)]
+pub enum OpError {
+    NotFound(String),
+    AlreadyExists(String),
+    Precondition(String),
+    Invalid(String),
+    Internal(String),
+}
+
+impl From<crate::process::Illegal> for OpError {
+    fn from(e: crate::process::Illegal) -> Self {
+        OpError::Precondition(e.0)
+    }
+}
+
+pub struct NewContainer {
+    pub id: String,
+    pub namespace: String,
+    pub bundle: PathBuf,
+    pub runtime: Runtime,
+    pub stdio: StdioSpec,
+    pub rootfs_mounted: bool,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub io_owner: Option<(u32, u32)>,
+}
+
+fn read_pid(path: &Path) -> Result<i32, OpError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| OpError::Internal(format!("read pid file {}: {e}", path.display())))?;
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| OpError::Internal(format!("bad pid file {}: {text:?}", path.display())))
+}
+
+impl Container {
+    fn locked_execs(&self) -> MutexGuard<'_, HashMap<String, Arc<Process>>> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the runtime's `create` for the init process. Nothing is published here.
+    pub async fn create(
+        new: NewContainer,
+        reaper: Arc<Reaper>,
+        publisher: Publisher,
+        console_dir: &Path,
+    ) -> Result<Arc<Container>, OpError> {
+        let mut prepared = stdio::prepare(
+            &new.stdio,
+            &reaper,
+            LoggerEnv {
+                namespace: &new.namespace,
+                id: &new.id,
+            },
+            console_dir,
+            new.io_owner,
+        )
+        .await
+        .map_err(|e| OpError::Invalid(format!("stdio: {e}")))?;
+        let pid_file = new.bundle.join("init.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let console_path = prepared
+            .console_socket
+            .as_ref()
+            .map(|c| c.path().to_path_buf());
+        let runtime_io = std::mem::take(&mut prepared.runtime_io);
+        let not_before = Instant::now();
+        let create = new.runtime.create(
+            &new.id,
+            CreateOpts {
+                bundle: &new.bundle,
+                pid_file: &pid_file,
+                console_socket: console_path.as_deref(),
+                no_pivot: new.no_pivot,
+                no_new_keyring: new.no_new_keyring,
+                io: runtime_io,
+            },
+        );
+        // The pty master arrives while `create` is still running.
+        let (created, attached) = tokio::join!(create, prepared.attach_console());
+        if let Err(e) = created {
+            return Err(OpError::Internal(format!(
+                "create container {}: {e}",
+                new.id
+            )));
+        }
+        let cleanup_err = |container_id: &str, runtime: &Runtime, e: OpError| {
+            let runtime = runtime.clone();
+            let id = container_id.to_string();
+            tokio::spawn(async move {
+                let _ = runtime.delete(&id, true).await;
+            });
+            e
+        };
+        if let Err(e) = attached {
+            return Err(cleanup_err(
+                &new.id,
+                &new.runtime,
+                OpError::Internal(format!("terminal: {e}")),
+            ));
+        }
+        let pid = match read_pid(&pid_file) {
+            Ok(pid) => pid,
+            Err(e) => return Err(cleanup_err(&new.id, &new.runtime, e)),
+        };
+        let exit_rx = reaper.subscribe(pid, not_before);
+        let init = Arc::new(Process::new(&new.id, "", new.stdio, prepared.stdio));
+        init.set_created(pid, exit_rx);
+        Ok(Arc::new(Container {
+            id: new.id,
+            namespace: new.namespace,
+            bundle: new.bundle,
+            runtime: new.runtime,
+            init,
+            rootfs_mounted: new.rootfs_mounted,
+            io_owner: new.io_owner,
+            execs: Mutex::new(HashMap::new()),
+            running_execs: watch::channel(0).0,
+            reaper,
+            publisher,
+        }))
+    }
+
+    /// Starts the init process; publishes TaskStart, then watches for its exit.
+    pub async fn start(self: &Arc<Self>) -> Result<i32, OpError> {
+        self.init.begin_start()?;
+        let result = self.runtime.start(&self.id).await;
+        let exit_rx = self.init.end_start(result.is_ok());
+        if let Err(e) = result {
+            return Err(OpError::Internal(format!(
+                "start container {}: {e}",
+                self.id
+            )));
+        }
+        let pid = self.init.pid();
+        let mut ev = TaskStart::new();
+        ev.container_id = self.id.clone();
+        ev.pid = pid as u32;
+        self.publisher.publish(topics::TASK_START_EVENT_TOPIC, &ev);
+        if let Some(rx) = exit_rx {
+            tokio::spawn(self.clone().watch_init(rx));
+        }
+        Ok(pid)
+    }
+
+    /// The init was killed before it was started: its exit still has to be handled.
+    pub fn watch_unstarted_init(self: &Arc<Self>) {
+        if let Some(rx) = self.init.take_exit_rx_if_created() {
+            tokio::spawn(self.clone().watch_init(rx));
+        }
+    }
+
+    async fn watch_init(self: Arc<Self>, rx: oneshot::Receiver<Exit>) {
+        let exit = received(rx, self.init.pid()).await;
+        self.init.stdio.finish_output(DRAIN_BOUND).await;
+        // Invariant 2: every started exec's exit goes out before the init's.
+        let mut execs = self.running_execs.subscribe();
+        let _ = execs.wait_for(|n| *n == 0).await;
+        self.publish_exit(&self.init, exit);
+    }
+
+    fn publish_exit(&self, process: &Process, exit: ExitInfo) {
+        let mut ev = TaskExit::new();
+        ev.container_id = self.id.clone();
+        ev.id = if process.is_init() {
+            self.id.clone()
+        } else {
+            process.exec_id.clone()
+        };
+        ev.pid = process.pid() as u32;
+        ev.exit_status = exit.status;
+        ev.exited_at = Some(timestamp(exit.at)).into();
+        self.publisher.publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
+        // Invariant 3: waiters wake only after the event is queued.
+        process.set_exited(exit);
+    }
+
+    pub fn exec(&self, exec_id: &str) -> Option<Arc<Process>> {
+        self.locked_execs().get(exec_id).cloned()
+    }
+
+    pub fn exec_ids(&self) -> Vec<(i32, String)> {
+        self.locked_execs()
+            .values()
+            .map(|p| (p.pid(), p.exec_id.clone()))
+            .collect()
+    }
+
+    /// Registers a new exec (not started yet).
+    pub fn add_exec(
+        &self,
+        exec_id: &str,
+        stdio: StdioSpec,
+        spec_json: &[u8],
+    ) -> Result<(), OpError> {
+        use crate::process::Status;
+        if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
+            return Err(OpError::Precondition(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        let mut execs = self.locked_execs();
+        if execs.contains_key(exec_id) {
+            return Err(OpError::AlreadyExists(format!(
+                "exec {exec_id} already exists in container {}",
+                self.id
+            )));
+        }
+        let path = self.exec_spec_path(exec_id);
+        std::fs::write(&path, spec_json)
+            .map_err(|e| OpError::Internal(format!("write {}: {e}", path.display())))?;
+        execs.insert(
+            exec_id.to_string(),
+            Arc::new(Process::new(&self.id, exec_id, stdio, Default::default())),
+        );
+        Ok(())
+    }
+
+    fn exec_spec_path(&self, exec_id: &str) -> PathBuf {
+        self.bundle.join(format!(".exec-{exec_id}.json"))
+    }
+
+    /// Starts an exec; publishes TaskExecStarted, then watches for its exit.
+    pub async fn start_exec(self: &Arc<Self>, process: &Arc<Process>) -> Result<i32, OpError> {
+        use crate::process::Status;
+        process.begin_start()?;
+        if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
+            process.end_start(false);
+            return Err(OpError::Precondition(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        self.running_execs.send_modify(|n| *n += 1);
+        match self.run_exec(process).await {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                process.end_start(false);
+                self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_exec(self: &Arc<Self>, process: &Arc<Process>) -> Result<i32, OpError> {
+        let mut prepared = stdio::prepare(
+            &process.stdio_spec,
+            &self.reaper,
+            LoggerEnv {
+                namespace: &self.namespace,
+                id: &self.id,
+            },
+            &self.bundle,
+            self.io_owner,
+        )
+        .await
+        .map_err(|e| OpError::Invalid(format!("stdio: {e}")))?;
+        let pid_file = self.bundle.join(format!(".exec-{}.pid", process.exec_id));
+        let _ = std::fs::remove_file(&pid_file);
+        let spec_path = self.exec_spec_path(&process.exec_id);
+        let console_path = prepared
+            .console_socket
+            .as_ref()
+            .map(|c| c.path().to_path_buf());
+        let runtime_io = std::mem::take(&mut prepared.runtime_io);
+        let not_before = Instant::now();
+        let exec = self.runtime.exec(
+            &self.id,
+            ExecOpts {
+                process_json: &spec_path,
+                pid_file: &pid_file,
+                console_socket: console_path.as_deref(),
+                io: runtime_io,
+            },
+        );
+        let (ran, attached) = tokio::join!(exec, prepared.attach_console());
+        ran.map_err(|e| {
+            OpError::Internal(format!("exec {} in {}: {e}", process.exec_id, self.id))
+        })?;
+        attached.map_err(|e| OpError::Internal(format!("terminal: {e}")))?;
+        let pid = read_pid(&pid_file)?;
+        let _ = std::fs::remove_file(&pid_file);
+        process.stdio.adopt(std::mem::take(&mut prepared.stdio));
+        process.set_created(pid, self.reaper.subscribe(pid, not_before));
+        let rx = process.end_start(true);
+        let mut ev = TaskExecStarted::new();
+        ev.container_id = self.id.clone();
+        ev.exec_id = process.exec_id.clone();
+        ev.pid = pid as u32;
+        self.publisher
+            .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
+        if let Some(rx) = rx {
+            tokio::spawn(self.clone().watch_exec(process.clone(), rx));
+        }
+        Ok(pid)
+    }
+
+    async fn watch_exec(self: Arc<Self>, process: Arc<Process>, rx: oneshot::Receiver<Exit>) {
+        let exit = received(rx, process.pid()).await;
+        process.stdio.finish_output(DRAIN_BOUND).await;
+        self.publish_exit(&process, exit);
+        self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    /// Deletes an exec that is not running; returns its exit.
+    pub fn delete_exec(&self, exec_id: &str) -> Result<(i32, Option<ExitInfo>), OpError> {
+        let mut execs = self.locked_execs();
+        let process = execs
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| OpError::NotFound(format!("exec {exec_id} not found in {}", self.id)))?;
+        let exit = process.set_deleted()?;
+        execs.remove(exec_id);
+        drop(execs);
+        process.stdio.abort();
+        let _ = std::fs::remove_file(self.exec_spec_path(exec_id));
+        Ok((process.pid(), exit))
+    }
+
+    /// Forgets all execs (container deleted).
+    pub fn drop_execs(&self) {
+        let execs = std::mem::take(&mut *self.locked_execs());
+        for (id, p) in execs {
+            p.stdio.abort();
+            let _ = std::fs::remove_file(self.exec_spec_path(&id));
+        }
+    }
+
+    pub fn reaper(&self) -> &Arc<Reaper> {
+        &self.reaper
+    }
+}
+
+async fn received(rx: oneshot::Receiver<Exit>, pid: i32) -> ExitInfo {
+    match rx.await {
+        Ok(exit) => ExitInfo {
+            status: exit.status,
+            at: exit.at,
+        },
+        Err(_) => {
+            // The subscription was dropped (reaper gone): report it as killed rather than hang.
+            log::error!("exit of pid {pid} was lost; reporting 255");
+            ExitInfo {
+                status: 255,
+                at: std::time::SystemTime::now(),
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! One state machine per process (a container's init or an exec):
+//!
+//! ```text
+//! created ──start──▶ running ◀──resume── paused
+//!    │                  │ └────pause────▶   │
+//!    │                  ▼                   │
+//!    └──────exit────▶ stopped ◀────exit─────┘
+//!                       │
+//!                       ▼
+//!                    deleted      (created may also be deleted directly)
+//! ```
+//!
+//! Illegal moves are errors, never silently accepted. The state lives behind a plain mutex that
+//! is only held for the transition itself — never across a runtime call, I/O or an await.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::reaper::Exit;
+use crate::stdio::{ProcessStdio, StdioSpec};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+    Deleted,
+}
+
+impl Status {
+    /// containerd's `containerd.v1.types.Status` numbering.
+    pub fn to_proto(self) -> containerd_shim_protos::types::task::Status {
+        use containerd_shim_protos::types::task::Status as P;
+        match self {
+            Status::Created => P::CREATED,
+            Status::Running => P::RUNNING,
+            Status::Paused => P::PAUSED,
+            Status::Stopped | Status::Deleted => P::STOPPED,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ExitInfo {
+    pub status: u32,
+    pub at: SystemTime,
+}
+
+struct State {
+    status: Status,
+    pid: i32,
+    /// A Start call is running the runtime right now (a second one must be refused).
+    starting: bool,
+    exit: Option<ExitInfo>,
+    /// The reaper's promise for this pid; whoever takes it owns the exit handling.
+    exit_rx: Option<oneshot::Receiver<Exit>>,
+}
+
+pub struct Process {
+    pub container_id: String,
+    /// Empty for a container's init.
+    pub exec_id: String,
+    pub stdio_spec: StdioSpec,
+    pub stdio: ProcessStdio,
+    state: Mutex<State>,
+    exited: watch::Sender<Option<ExitInfo>>,
+}
+
+#[derive(Debug)]
+pub struct Illegal(pub String);
+
+impl Process {
+    pub fn new(
+        container_id: &str,
+        exec_id: &str,
+        stdio_spec: StdioSpec,
+        stdio: ProcessStdio,
+    ) -> Self {
+        Self {
+            container_id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdio_spec,
+            stdio,
+            state: Mutex::new(State {
+                status: Status::Created,
+                pid: 0,
+                starting: false,
+                exit: None,
+                exit_rx: None,
+            }),
+            exited: watch::channel(None).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_init(&self) -> bool {
+        self.exec_id.is_empty()
+    }
+
+    fn name(&self) -> String {
+        if self.is_init() {
+            format!("container {}", self.container_id)
+        } else {
+            format!("exec {} in container {}", self.exec_id, self.container_id)
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.lock().status
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.lock().pid
+    }
+
+    pub fn exit(&self) -> Option<ExitInfo> {
+        self.lock().exit
+    }
+
+    /// The runtime created the process: remember its pid and the reaper's promise.
+    pub fn set_created(&self, pid: i32, exit_rx: oneshot::Receiver<Exit>) {
+        let mut s = self.lock();
+        s.pid = pid;
+        s.exit_rx = Some(exit_rx);
+    }
+
+    /// created → (starting). Refuses anything else.
+    pub fn begin_start(&self) -> Result<(), Illegal> {
+        let mut s = self.lock();
+        match (s.status, s.starting) {
+            (Status::Created, false) => {
+                s.starting = true;
+                Ok(())
+            }
+            (Status::Created, true) => Err(Illegal(format!("{} is already starting", self.name()))),
+            (st, _) => Err(Illegal(format!(
+                "cannot start {}: it is {st:?}",
+                self.name()
+            ))),
+        }
+    }
+
+    /// The start attempt ended. On success: created → running. Returns the exit promise so
+    /// the caller can watch for the exit — only *after* it has published the start event.
+    pub fn end_start(&self, ok: bool) -> Option<oneshot::Receiver<Exit>> {
+        let mut s = self.lock();
+        s.starting = false;
+        if ok && s.status == Status::Created {
+            s.status = Status::Running;
+            return s.exit_rx.take();
+        }
+        None
+    }
+
+    /// Takes the exit promise of a process that will never be started (killed while created).
+    pub fn take_exit_rx_if_created(&self) -> Option<oneshot::Receiver<Exit>> {
+        let mut s = self.lock();
+        if s.status == Status::Created && !s.starting {
+            s.exit_rx.take()
+        } else {
+            None
+        }
+    }
+
+    /// running ⇄ paused.
+    pub fn set_paused(&self, paused: bool) -> Result<(), Illegal> {
+        let mut s = self.lock();
+        match (s.status, paused) {
+            (Status::Running, true) => s.status = Status::Paused,
+            (Status::Paused, false) => s.status = Status::Running,
+            (st, _) => {
+                return Err(Illegal(format!(
+                    "cannot {} {}: it is {st:?}",
+                    if paused { "pause" } else { "resume" },
+                    self.name()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Any live state → stopped. Wakes every Wait.
+    pub fn set_exited(&self, exit: ExitInfo) {
+        {
+            let mut s = self.lock();
+            if matches!(s.status, Status::Stopped | Status::Deleted) {
+                return;
+            }
+            s.status = Status::Stopped;
+            s.exit = Some(exit);
+        }
+        self.exited.send_replace(Some(exit));
+    }
+
+    /// stopped|created → deleted. Returns the exit (if any) for the Delete response.
+    pub fn set_deleted(&self) -> Result<Option<ExitInfo>, Illegal> {
+        let mut s = self.lock();
+        match s.status {
+            Status::Stopped | Status::Created if !s.starting => {
+                s.status = Status::Deleted;
+                Ok(s.exit)
+            }
+            st => Err(Illegal(format!(
+                "cannot delete {}: it is {st:?}",
+                self.name()
+            ))),
+        }
+    }
+
+    /// Waits until the process has exited (and its exit was published).
+    pub async fn wait(&self) -> ExitInfo {
+        let mut rx = self.exited.subscribe();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as the process; unreachable in practice.
+                return ExitInfo {
+                    status: 255,
+                    at: SystemTime::now(),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> Process {
+        Process::new("c1", "", StdioSpec::default(), ProcessStdio::default())
+    }
+
+    #[test]
+    fn legal_path_and_illegal_moves() {
+        let p = p();
+        assert!(p.set_paused(true).is_err(), "created cannot pause");
+        p.begin_start().expect("start");
+        assert!(p.begin_start().is_err(), "double start refused");
+        assert!(p.set_deleted().is_err(), "cannot delete while starting");
+        p.end_start(true);
+        assert_eq!(p.status(), Status::Running);
+        assert!(p.begin_start().is_err(), "running cannot start");
+        assert!(p.set_deleted().is_err(), "running cannot be deleted");
+        p.set_paused(true).expect("pause");
+        assert!(p.set_paused(true).is_err());
+        p.set_paused(false).expect("resume");
+        p.set_exited(ExitInfo {
+            status: 7,
+            at: SystemTime::now(),
+        });
+        assert_eq!(p.status(), Status::Stopped);
+        assert!(p.set_paused(true).is_err());
+        assert_eq!(p.set_deleted().expect("delete").map(|e| e.status), Some(7));
+        assert!(p.set_deleted().is_err(), "double delete refused");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_returns_exit() {
+        let p = std::sync::Arc::new(p());
+        let q = p.clone();
+        let waiter = tokio::spawn(async move { q.wait().await.status });
+        tokio::task::yield_now().await;
+        p.set_exited(ExitInfo {
+            status: 143,
+            at: SystemTime::now(),
+        });
+        assert_eq!(waiter.await.expect("join"), 143);
+    }
+}

@@ -1,0 +1,681 @@
+//! The Task service: decode, validate, route. Registered under both `containerd.task.v2.Task`
+//! and `containerd.task.v3.Task` (the two differ only in name).
+//!
+//! Every field that comes over the socket is untrusted — the socket can be reached without
+//! containerd — so IDs, paths, signals and sizes are checked here and turned into clear ttrpc
+//! errors. No lock is held across a runtime call or an await: the container table is a plain
+//! mutex taken only to look up, insert or remove an entry.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use containerd_shim_protos::api;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskIO, TaskPaused, TaskResumed,
+};
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim::oci::ProcessDetails;
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
+use ttrpc::{Code, Error as TtrpcError};
+
+use crate::container::{Container, NewContainer, OpError};
+use crate::events::{pack, timestamp, Publisher};
+use crate::mount::{self, MountSpec};
+use crate::options::Options;
+use crate::process::{Process, Status};
+use crate::reaper::Reaper;
+use crate::runtime::Runtime;
+use crate::stdio::StdioSpec;
+
+/// File in the bundle that tells the `delete` action which runtime to clean up with.
+pub const BUNDLE_OPTIONS_FILE: &str = "tender-options.json";
+
+pub type Result<T> = std::result::Result<T, TtrpcError>;
+
+fn status(code: Code, msg: impl Into<String>) -> TtrpcError {
+    TtrpcError::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+impl From<OpError> for TtrpcError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotFound(m) => status(Code::NOT_FOUND, m),
+            OpError::AlreadyExists(m) => status(Code::ALREADY_EXISTS, m),
+            OpError::Precondition(m) => status(Code::FAILED_PRECONDITION, m),
+            OpError::Invalid(m) => status(Code::INVALID_ARGUMENT, m),
+            OpError::Internal(m) => status(Code::UNKNOWN, m),
+        }
+    }
+}
+
+/// containerd's identifier rules: 1–76 characters of `[A-Za-z0-9]`, separated by single
+/// `.`, `_` or `-`. This excludes `/`, `..`, NUL and control characters by construction.
+pub fn validate_id(kind: &str, id: &str) -> Result<()> {
+    const MAX: usize = 76;
+    let bad = |why: &str| {
+        status(
+            Code::INVALID_ARGUMENT,
+            format!("invalid {kind} {id:?}: {why}"),
+        )
+    };
+    if id.is_empty() {
+        return Err(status(
+            Code::INVALID_ARGUMENT,
+            format!("{kind} must not be empty"),
+        ));
+    }
+    if id.len() > MAX {
+        return Err(status(
+            Code::INVALID_ARGUMENT,
+            format!("invalid {kind}: longer than {MAX} characters"),
+        ));
+    }
+    let bytes = id.as_bytes();
+    let is_alnum = |b: u8| b.is_ascii_alphanumeric();
+    let is_sep = |b: u8| matches!(b, b'.' | b'_' | b'-');
+    if !is_alnum(bytes[0]) || !is_alnum(bytes[bytes.len() - 1]) {
+        return Err(bad("must start and end with a letter or digit"));
+    }
+    for w in bytes.windows(2) {
+        if !(is_alnum(w[0]) || is_sep(w[0])) || !(is_alnum(w[1]) || is_sep(w[1])) {
+            return Err(bad("only letters, digits, '.', '_' and '-' are allowed"));
+        }
+        if is_sep(w[0]) && is_sep(w[1]) {
+            return Err(bad("separators must not repeat"));
+        }
+    }
+    Ok(())
+}
+
+fn is_json_object(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| v.is_object())
+}
+
+fn validate_signal(sig: u32) -> Result<()> {
+    // 1..=SIGRTMAX (64 on Linux).
+    if !(1..=64).contains(&sig) {
+        return Err(status(
+            Code::INVALID_ARGUMENT,
+            format!("invalid signal {sig}: must be 1..=64"),
+        ));
+    }
+    Ok(())
+}
+
+pub struct Shim {
+    namespace: String,
+    reaper: Arc<Reaper>,
+    publisher: Publisher,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// IDs whose Create is in flight (so a concurrent Create of the same ID is refused).
+    creating: Mutex<HashSet<String>>,
+    /// Options the shim was started with (the start action's stdin); Create's options win.
+    start_options: Options,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shim {
+    pub fn new(
+        namespace: String,
+        reaper: Arc<Reaper>,
+        publisher: Publisher,
+        start_options: Options,
+        shutdown: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Self {
+            namespace,
+            reaper,
+            publisher,
+            containers: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashSet::new()),
+            start_options,
+            shutdown,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.containers).is_empty() && lock(&self.creating).is_empty()
+    }
+
+    fn container(&self, id: &str) -> Result<Arc<Container>> {
+        validate_id("container id", id)?;
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found")))
+    }
+
+    /// The process addressed by (id, exec_id): the init when exec_id is empty.
+    fn process(&self, id: &str, exec_id: &str) -> Result<(Arc<Container>, Arc<Process>)> {
+        let c = self.container(id)?;
+        if exec_id.is_empty() {
+            let init = c.init.clone();
+            return Ok((c, init));
+        }
+        validate_id("exec id", exec_id)?;
+        let p = c.exec(exec_id).ok_or_else(|| {
+            status(
+                Code::NOT_FOUND,
+                format!("exec {exec_id} not found in container {id}"),
+            )
+        })?;
+        Ok((c, p))
+    }
+
+    async fn do_create(&self, req: &api::CreateTaskRequest) -> Result<Arc<Container>> {
+        let bundle = PathBuf::from(&req.bundle);
+        if req.bundle.contains('\0') || !bundle.is_absolute() || !bundle.is_dir() {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                format!(
+                    "bundle {:?} must be an existing absolute directory",
+                    req.bundle
+                ),
+            ));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                "restore from checkpoint is not supported yet",
+            ));
+        }
+        let create_opts = Options::from_any(req.options.as_ref())
+            .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+        let opts = self.start_options.merged_with(&create_opts);
+        let runtime = Runtime::new(
+            opts.binary(),
+            opts.runtime_root(&self.namespace),
+            opts.systemd_cgroup,
+            bundle.clone(),
+            self.reaper.clone(),
+        )
+        .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        // The `delete` action (run after a shim crash) must find the same runtime and root.
+        let marker = serde_json::to_vec(&opts).unwrap_or_default();
+        std::fs::write(bundle.join(BUNDLE_OPTIONS_FILE), marker)
+            .map_err(|e| status(Code::UNKNOWN, format!("write bundle options: {e}")))?;
+
+        let rootfs = bundle.join("rootfs");
+        let mounted = mount_rootfs(req, &rootfs)?;
+        let io_owner = (opts.io_uid != 0 || opts.io_gid != 0).then_some((opts.io_uid, opts.io_gid));
+        let new = NewContainer {
+            id: req.id.clone(),
+            namespace: self.namespace.clone(),
+            bundle: bundle.clone(),
+            runtime,
+            stdio: StdioSpec {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            },
+            rootfs_mounted: mounted,
+            no_pivot: opts.no_pivot_root,
+            no_new_keyring: opts.no_new_keyring,
+            io_owner,
+        };
+        match Container::create(new, self.reaper.clone(), self.publisher.clone(), &bundle).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                if mounted {
+                    if let Err(ue) = mount::unmount_all(&rootfs) {
+                        log::warn!("{ue}");
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn delete_container(&self, c: Arc<Container>) -> Result<api::DeleteResponse> {
+        // Refuse before touching anything: a running init is not deletable.
+        match c.init.status() {
+            Status::Running | Status::Paused => {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("cannot delete container {}: it is running", c.id),
+                ))
+            }
+            Status::Deleted => {
+                return Err(status(
+                    Code::NOT_FOUND,
+                    format!("container {} already deleted", c.id),
+                ))
+            }
+            _ => {}
+        }
+        if let Err(e) = c.runtime.delete(&c.id, true).await {
+            if !e.not_found {
+                return Err(status(
+                    Code::UNKNOWN,
+                    format!("delete container {}: {e}", c.id),
+                ));
+            }
+        }
+        let exit = c.init.set_deleted().map_err(OpError::from)?;
+        c.init.stdio.abort();
+        c.drop_execs();
+        if exit.is_none() {
+            c.reaper().unsubscribe(c.init.pid());
+        }
+        if c.rootfs_mounted {
+            if let Err(e) = mount::unmount_all(&c.bundle.join("rootfs")) {
+                log::warn!("{e}");
+            }
+        }
+        lock(&self.containers).remove(&c.id);
+        let (exit_status, exited_at) = match exit {
+            Some(e) => (e.status, timestamp(e.at)),
+            None => (0, timestamp(std::time::SystemTime::now())),
+        };
+        let mut ev = TaskDelete::new();
+        ev.container_id = c.id.clone();
+        ev.id = c.id.clone();
+        ev.pid = c.init.pid() as u32;
+        ev.exit_status = exit_status;
+        ev.exited_at = Some(exited_at.clone()).into();
+        self.publisher.publish(topics::TASK_DELETE_EVENT_TOPIC, &ev);
+        let mut resp = api::DeleteResponse::new();
+        resp.pid = c.init.pid() as u32;
+        resp.exit_status = exit_status;
+        resp.exited_at = Some(exited_at).into();
+        Ok(resp)
+    }
+}
+
+fn mount_rootfs(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<bool> {
+    if req.rootfs.is_empty() {
+        return Ok(false);
+    }
+    if let Err(e) = std::fs::create_dir_all(rootfs) {
+        return Err(status(
+            Code::UNKNOWN,
+            format!("create {}: {e}", rootfs.display()),
+        ));
+    }
+    for (i, m) in req.rootfs.iter().enumerate() {
+        let spec = MountSpec {
+            kind: &m.type_,
+            source: &m.source,
+            options: &m.options,
+        };
+        if let Err(e) = mount::mount_one(&spec, rootfs) {
+            if i > 0 {
+                let _ = mount::unmount_all(rootfs);
+            }
+            return Err(status(Code::UNKNOWN, format!("rootfs: {e}")));
+        }
+    }
+    Ok(true)
+}
+
+#[async_trait]
+impl Task for Shim {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> Result<api::CreateTaskResponse> {
+        validate_id("container id", &req.id)?;
+        {
+            let containers = lock(&self.containers);
+            let mut creating = lock(&self.creating);
+            if containers.contains_key(&req.id) || !creating.insert(req.id.clone()) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("container {} already exists", req.id),
+                ));
+            }
+        }
+        let result = self.do_create(&req).await;
+        let mut creating = lock(&self.creating);
+        creating.remove(&req.id);
+        let c = result?;
+        let pid = c.init.pid();
+        lock(&self.containers).insert(req.id.clone(), c);
+        drop(creating);
+
+        let mut ev = TaskCreate::new();
+        ev.container_id = req.id.clone();
+        ev.bundle = req.bundle.clone();
+        ev.rootfs = req.rootfs.clone();
+        let mut io = TaskIO::new();
+        io.stdin = req.stdin.clone();
+        io.stdout = req.stdout.clone();
+        io.stderr = req.stderr.clone();
+        io.terminal = req.terminal;
+        ev.io = Some(io).into();
+        ev.checkpoint = req.checkpoint.clone();
+        ev.pid = pid as u32;
+        self.publisher.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
+
+        let mut resp = api::CreateTaskResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> Result<api::StartResponse> {
+        let (c, p) = self.process(&req.id, &req.exec_id)?;
+        let pid = if p.is_init() {
+            c.start().await?
+        } else {
+            c.start_exec(&p).await?
+        };
+        let mut resp = api::StartResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> Result<api::StateResponse> {
+        let (c, p) = self.process(&req.id, &req.exec_id)?;
+        let mut resp = api::StateResponse::new();
+        resp.id = req.id.clone();
+        resp.exec_id = req.exec_id.clone();
+        resp.bundle = c.bundle.to_string_lossy().into_owned();
+        resp.pid = p.pid() as u32;
+        resp.status = p.status().to_proto().into();
+        resp.stdin = p.stdio_spec.stdin.clone();
+        resp.stdout = p.stdio_spec.stdout.clone();
+        resp.stderr = p.stdio_spec.stderr.clone();
+        resp.terminal = p.stdio_spec.terminal;
+        if let Some(exit) = p.exit() {
+            resp.exit_status = exit.status;
+            resp.exited_at = Some(timestamp(exit.at)).into();
+        }
+        Ok(resp)
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> Result<api::DeleteResponse> {
+        let (c, p) = self.process(&req.id, &req.exec_id)?;
+        if p.is_init() {
+            return self.delete_container(c).await;
+        }
+        let (pid, exit) = c.delete_exec(&req.exec_id)?;
+        let mut resp = api::DeleteResponse::new();
+        resp.pid = pid as u32;
+        if let Some(e) = exit {
+            resp.exit_status = e.status;
+            resp.exited_at = Some(timestamp(e.at)).into();
+        }
+        Ok(resp)
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> Result<api::PidsResponse> {
+        let c = self.container(&req.id)?;
+        let pids = c
+            .runtime
+            .ps(&c.id)
+            .await
+            .map_err(|e| status(Code::UNKNOWN, format!("pids of {}: {e}", c.id)))?;
+        let execs: HashMap<i32, String> = c.exec_ids().into_iter().collect();
+        let mut resp = api::PidsResponse::new();
+        for pid in pids {
+            let mut info = api::ProcessInfo::new();
+            info.pid = pid as u32;
+            if let Some(exec_id) = execs.get(&pid) {
+                let mut d = ProcessDetails::new();
+                d.exec_id = exec_id.clone();
+                info.info = MessageField::some(pack(&d));
+            }
+            resp.processes.push(info);
+        }
+        Ok(resp)
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> Result<Empty> {
+        let c = self.container(&req.id)?;
+        if c.init.status() != Status::Running {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running", c.id),
+            ));
+        }
+        c.runtime
+            .simple("pause", &c.id)
+            .await
+            .map_err(|e| status(Code::UNKNOWN, format!("pause {}: {e}", c.id)))?;
+        c.init.set_paused(true).map_err(OpError::from)?;
+        let mut ev = TaskPaused::new();
+        ev.container_id = c.id.clone();
+        self.publisher.publish(topics::TASK_PAUSED_EVENT_TOPIC, &ev);
+        Ok(Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> Result<Empty> {
+        let c = self.container(&req.id)?;
+        if c.init.status() != Status::Paused {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not paused", c.id),
+            ));
+        }
+        c.runtime
+            .simple("resume", &c.id)
+            .await
+            .map_err(|e| status(Code::UNKNOWN, format!("resume {}: {e}", c.id)))?;
+        c.init.set_paused(false).map_err(OpError::from)?;
+        let mut ev = TaskResumed::new();
+        ev.container_id = c.id.clone();
+        self.publisher
+            .publish(topics::TASK_RESUMED_EVENT_TOPIC, &ev);
+        Ok(Empty::new())
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> Result<Empty> {
+        validate_signal(req.signal)?;
+        let (c, p) = self.process(&req.id, &req.exec_id)?;
+        match p.status() {
+            Status::Stopped | Status::Deleted => {
+                return Err(status(Code::NOT_FOUND, "process already finished"));
+            }
+            _ => {}
+        }
+        if p.is_init() {
+            c.runtime
+                .kill(&c.id, req.signal, req.all)
+                .await
+                .map_err(|e| {
+                    if e.not_found {
+                        status(Code::NOT_FOUND, format!("kill {}: {e}", c.id))
+                    } else {
+                        status(Code::UNKNOWN, format!("kill {}: {e}", c.id))
+                    }
+                })?;
+            c.watch_unstarted_init();
+        } else {
+            let pid = p.pid();
+            if pid <= 0 {
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} is not started", req.exec_id),
+                ));
+            }
+            let sig = nix::sys::signal::Signal::try_from(req.signal as i32).ok();
+            let rc = match sig {
+                Some(s) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s),
+                // Real-time signals have no nix::Signal variant.
+                None => {
+                    // SAFETY: plain kill(2) with a validated signal number.
+                    let r = unsafe { libc::kill(pid, req.signal as i32) };
+                    if r == 0 {
+                        Ok(())
+                    } else {
+                        Err(nix::errno::Errno::last())
+                    }
+                }
+            };
+            rc.map_err(|e| match e {
+                nix::errno::Errno::ESRCH => status(Code::NOT_FOUND, "process already finished"),
+                e => status(Code::UNKNOWN, format!("kill exec {}: {e}", req.exec_id)),
+            })?;
+        }
+        Ok(Empty::new())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> Result<Empty> {
+        validate_id("exec id", &req.exec_id)?;
+        let c = self.container(&req.id)?;
+        let spec = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| status(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
+        // The runtime reads the process spec as JSON; make sure it is JSON before it gets there.
+        if !is_json_object(&spec.value) {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                "exec process spec is not a JSON object",
+            ));
+        }
+        let stdio = StdioSpec {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        for uri in [&stdio.stdin, &stdio.stdout, &stdio.stderr] {
+            crate::stdio::parse_uri(uri).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+        }
+        c.add_exec(&req.exec_id, stdio, &spec.value)?;
+        let mut ev = TaskExecAdded::new();
+        ev.container_id = c.id.clone();
+        ev.exec_id = req.exec_id.clone();
+        self.publisher
+            .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, &ev);
+        Ok(Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> Result<Empty> {
+        let (_c, p) = self.process(&req.id, &req.exec_id)?;
+        if req.width > u16::MAX as u32 || req.height > u16::MAX as u32 {
+            return Err(status(Code::INVALID_ARGUMENT, "terminal size out of range"));
+        }
+        p.stdio.resize(req.width, req.height).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Unsupported {
+                status(Code::FAILED_PRECONDITION, e.to_string())
+            } else {
+                status(Code::UNKNOWN, format!("resize: {e}"))
+            }
+        })?;
+        Ok(Empty::new())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Result<Empty> {
+        let (_c, p) = self.process(&req.id, &req.exec_id)?;
+        if req.stdin {
+            p.stdio.close_stdin();
+        }
+        Ok(Empty::new())
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> Result<Empty> {
+        let c = self.container(&req.id)?;
+        let res = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update without resources"))?;
+        if !is_json_object(&res.value) {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                "resources are not a JSON object",
+            ));
+        }
+        let path = c.bundle.join(".update-resources.json");
+        std::fs::write(&path, &res.value)
+            .map_err(|e| status(Code::UNKNOWN, format!("write resources: {e}")))?;
+        let r = c.runtime.update(&c.id, &path).await;
+        let _ = std::fs::remove_file(&path);
+        r.map_err(|e| status(Code::UNKNOWN, format!("update {}: {e}", c.id)))?;
+        Ok(Empty::new())
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> Result<api::WaitResponse> {
+        let (_c, p) = self.process(&req.id, &req.exec_id)?;
+        let exit = p.wait().await;
+        let mut resp = api::WaitResponse::new();
+        resp.exit_status = exit.status;
+        resp.exited_at = Some(timestamp(exit.at)).into();
+        Ok(resp)
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> Result<api::ConnectResponse> {
+        let mut resp = api::ConnectResponse::new();
+        resp.shim_pid = std::process::id();
+        resp.version = env!("CARGO_PKG_VERSION").to_string();
+        if let Ok(c) = self.container(&req.id) {
+            resp.task_pid = c.init.pid() as u32;
+        }
+        Ok(resp)
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> Result<Empty> {
+        // Only an empty shim goes away; containerd calls this after every Delete.
+        if self.is_empty() {
+            self.shutdown.notify_one();
+        }
+        Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated() {
+        for ok in ["a", "abc-123", "x.y_z", "A1", &"a".repeat(76)] {
+            assert!(validate_id("id", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc",
+            "../x",
+            "a/b",
+            "a..b",
+            "a\0b",
+            "a\nb",
+            "-a",
+            "a-",
+            ".",
+            "..",
+            &"a".repeat(77),
+            "a b",
+            "é",
+        ] {
+            assert!(validate_id("id", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn signals_are_validated() {
+        assert!(validate_signal(0).is_err());
+        assert!(validate_signal(65).is_err());
+        assert!(validate_signal(u32::MAX).is_err());
+        assert!(validate_signal(9).is_ok());
+        assert!(validate_signal(64).is_ok());
+    }
+}

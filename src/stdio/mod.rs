@@ -1,0 +1,517 @@
+//! A process's stdio as containerd asks for it: FIFO paths (what ctr and CRI use),
+//! `binary://` loggers, `file://` logs, nothing (null), or a terminal.
+//!
+//! Invariant: with FIFOs the container only ever writes into pipes the shim owns, and the shim
+//! holds the FIFOs open read-write. containerd going away (restart, crash) therefore never
+//! reaches the container as EPIPE/SIGPIPE: its output waits in the pipes until a new reader
+//! comes. Opening a FIFO read-write also never blocks, even if the client already deleted or
+//! abandoned it.
+
+pub mod console;
+pub mod copy;
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::reaper::Reaper;
+use crate::runtime::ProcessIo;
+use copy::{async_fd, copy, Stop};
+
+/// What containerd asked for, verbatim (reported back in State).
+#[derive(Clone, Debug, Default)]
+pub struct StdioSpec {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Null,
+    Fifo(PathBuf),
+    File(PathBuf),
+    Binary { path: PathBuf, args: Vec<String> },
+}
+
+/// Parses one stdio URI. A bare path is a FIFO (containerd's default).
+pub fn parse_uri(uri: &str) -> Result<Scheme, String> {
+    if uri.is_empty() {
+        return Ok(Scheme::Null);
+    }
+    if uri.contains('\0') {
+        return Err("stdio path contains NUL".into());
+    }
+    if let Some(rest) = uri.strip_prefix("binary://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let path = percent_decode(path)?;
+        if !path.starts_with('/') {
+            return Err(format!("binary:// logger path must be absolute: {uri:?}"));
+        }
+        let mut args = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            args.push(percent_decode(&k.replace('+', " "))?);
+            if !v.is_empty() {
+                args.push(percent_decode(&v.replace('+', " "))?);
+            }
+        }
+        return Ok(Scheme::Binary {
+            path: PathBuf::from(path),
+            args,
+        });
+    }
+    if let Some(rest) = uri.strip_prefix("file://") {
+        let path = percent_decode(rest.split_once('?').map_or(rest, |(p, _)| p))?;
+        if !path.starts_with('/') {
+            return Err(format!("file:// path must be absolute: {uri:?}"));
+        }
+        return Ok(Scheme::File(PathBuf::from(path)));
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(format!("unsupported stdio scheme {scheme:?} in {uri:?}"));
+    }
+    if uri.starts_with("fifo:") {
+        return Ok(Scheme::Fifo(PathBuf::from(uri.trim_start_matches("fifo:"))));
+    }
+    if !uri.starts_with('/') {
+        return Err(format!("stdio FIFO path must be absolute: {uri:?}"));
+    }
+    Ok(Scheme::Fifo(PathBuf::from(uri)))
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("stdio URI is not UTF-8: {s:?}"))
+}
+
+fn open_fifo(path: &Path) -> io::Result<OwnedFd> {
+    // Read-write: never blocks on open and never yields EPIPE (see module comment).
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("open fifo {}: {e}", path.display())))?;
+    Ok(file.into())
+}
+
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// The shim's side of a process's stdio. Interior locks are held for a field swap only.
+#[derive(Default)]
+pub struct ProcessStdio {
+    stdin_close: Mutex<Option<oneshot::Sender<()>>>,
+    outputs: Mutex<Vec<JoinHandle<()>>>,
+    console: Mutex<Option<Arc<OwnedFd>>>,
+}
+
+/// How long output may keep flowing after a process exited before the shim stops copying:
+/// a background process that inherited stdout must not keep Wait/Delete hanging forever.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(2);
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ProcessStdio {
+    /// CloseIO: everything already written to the stdin FIFO is delivered, then the process
+    /// sees end of file.
+    pub fn close_stdin(&self) {
+        if let Some(tx) = locked(&self.stdin_close).take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits (bounded) until all output has been copied out, then stops copying.
+    pub async fn finish_output(&self, bound: Duration) {
+        let handles = std::mem::take(&mut *locked(&self.outputs));
+        let deadline = tokio::time::Instant::now() + bound;
+        for mut handle in handles {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
+                handle.abort();
+            }
+        }
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> io::Result<()> {
+        let console = locked(&self.console).clone();
+        let Some(console) = console else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "process has no terminal",
+            ));
+        };
+        console::resize(console.as_raw_fd(), width, height)
+    }
+
+    /// Takes over the stdio prepared for a process that already exists in the table (execs).
+    pub fn adopt(&self, other: ProcessStdio) {
+        if let Some(tx) = locked(&other.stdin_close).take() {
+            *locked(&self.stdin_close) = Some(tx);
+        }
+        locked(&self.outputs).append(&mut locked(&other.outputs));
+        if let Some(c) = locked(&other.console).take() {
+            *locked(&self.console) = Some(c);
+        }
+    }
+
+    /// Stops everything at once (process deleted).
+    pub fn abort(&self) {
+        self.close_stdin();
+        for h in std::mem::take(&mut *locked(&self.outputs)) {
+            h.abort();
+        }
+        locked(&self.console).take();
+    }
+}
+
+impl Drop for ProcessStdio {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Prepared stdio: the fds for the runtime CLI (the process inherits them), the console
+/// socket when a terminal was asked for, and the shim side.
+pub struct Prepared {
+    pub runtime_io: ProcessIo,
+    pub console_socket: Option<console::ConsoleSocket>,
+    pub stdio: ProcessStdio,
+    /// The console's far side is attached after the runtime hands over the pty master.
+    pending_console: Option<(Option<OwnedFd>, Option<OwnedFd>)>,
+}
+
+/// Identity given to a `binary://` logger.
+pub struct LoggerEnv<'a> {
+    pub namespace: &'a str,
+    pub id: &'a str,
+}
+
+/// Sets up stdio for a process before the runtime creates it.
+pub async fn prepare(
+    spec: &StdioSpec,
+    reaper: &Arc<Reaper>,
+    logger_env: LoggerEnv<'_>,
+    console_dir: &Path,
+    io_owner: Option<(u32, u32)>,
+) -> io::Result<Prepared> {
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let stdin = parse_uri(&spec.stdin).map_err(invalid)?;
+    let stdout = parse_uri(&spec.stdout).map_err(invalid)?;
+    let stderr = parse_uri(&spec.stderr).map_err(invalid)?;
+    if matches!(stdin, Scheme::File(_) | Scheme::Binary { .. }) {
+        return Err(invalid(format!(
+            "stdin must be a FIFO or empty, got {:?}",
+            spec.stdin
+        )));
+    }
+
+    let mut prepared = Prepared {
+        runtime_io: ProcessIo::default(),
+        console_socket: None,
+        stdio: ProcessStdio::default(),
+        pending_console: None,
+    };
+
+    let stdin_fifo = match &stdin {
+        Scheme::Fifo(p) => Some(open_fifo(p)?),
+        _ => None,
+    };
+
+    if spec.terminal {
+        let out_fifo = match &stdout {
+            Scheme::Fifo(p) => Some(open_fifo(p)?),
+            Scheme::Null => None,
+            _ => {
+                return Err(invalid(
+                    "a terminal needs a FIFO (or nothing) for stdout".to_string(),
+                ))
+            }
+        };
+        prepared.console_socket = Some(console::ConsoleSocket::new(console_dir)?);
+        prepared.pending_console = Some((stdin_fifo, out_fifo));
+        return Ok(prepared);
+    }
+
+    // stdin: FIFO → pipe → process.
+    if let Some(fifo) = stdin_fifo {
+        let (r, w) = cloexec_pipe()?;
+        chown_fd(&r, io_owner)?;
+        prepared.runtime_io.stdin = Some(r);
+        let (tx, rx) = oneshot::channel();
+        *locked(&prepared.stdio.stdin_close) = Some(tx);
+        let src = async_fd(fifo)?;
+        let dst = async_fd(w)?;
+        tokio::spawn(pump_stdin(src, dst, rx));
+    }
+
+    match (&stdout, &stderr) {
+        (Scheme::Binary { path, args }, _) => {
+            let (out_r, out_w) = cloexec_pipe()?;
+            let (err_r, err_w) = cloexec_pipe()?;
+            chown_fd(&out_w, io_owner)?;
+            chown_fd(&err_w, io_owner)?;
+            start_logger(reaper, path, args, &logger_env, out_r, err_r).await?;
+            prepared.runtime_io.stdout = Some(out_w);
+            prepared.runtime_io.stderr = Some(err_w);
+        }
+        (Scheme::File(path), _) => {
+            // The process appends straight to the file: nothing to copy, nothing to lose.
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o640)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+            let fd: OwnedFd = file.into();
+            prepared.runtime_io.stderr = Some(fd.try_clone()?);
+            prepared.runtime_io.stdout = Some(fd);
+        }
+        _ => {
+            let out_fifo = match &stdout {
+                Scheme::Fifo(p) => Some(open_fifo(p)?),
+                Scheme::Null => None,
+                _ => return Err(invalid(format!("unsupported stdout {:?}", spec.stdout))),
+            };
+            let err_fifo = match &stderr {
+                Scheme::Fifo(p) if Some(p) == fifo_path(&stdout) => match &out_fifo {
+                    Some(f) => Some(f.try_clone()?),
+                    None => None,
+                },
+                Scheme::Fifo(p) => Some(open_fifo(p)?),
+                Scheme::Null => None,
+                _ => return Err(invalid(format!("unsupported stderr {:?}", spec.stderr))),
+            };
+            if let Some(fifo) = out_fifo {
+                let (r, w) = cloexec_pipe()?;
+                chown_fd(&w, io_owner)?;
+                prepared.runtime_io.stdout = Some(w);
+                locked(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
+            }
+            if let Some(fifo) = err_fifo {
+                let (r, w) = cloexec_pipe()?;
+                chown_fd(&w, io_owner)?;
+                prepared.runtime_io.stderr = Some(w);
+                locked(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+fn fifo_path(s: &Scheme) -> Option<&PathBuf> {
+    match s {
+        Scheme::Fifo(p) => Some(p),
+        _ => None,
+    }
+}
+
+fn chown_fd(fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(
+            fd.as_raw_fd(),
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )?;
+    }
+    Ok(())
+}
+
+fn spawn_output(src: OwnedFd, dst: OwnedFd) -> io::Result<JoinHandle<()>> {
+    let src = async_fd(src)?;
+    let dst = async_fd(dst)?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = copy(&src, &dst, false).await {
+            log::warn!("stdout/stderr copy ended: {e}");
+        }
+    }))
+}
+
+async fn pump_stdin(
+    src: tokio::io::unix::AsyncFd<OwnedFd>,
+    dst: tokio::io::unix::AsyncFd<OwnedFd>,
+    close: oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        res = copy(&src, &dst, false) => {
+            if let Err(e) = res { log::debug!("stdin copy ended: {e}"); }
+        }
+        _ = close => {
+            // Flush what the client wrote before CloseIO, then let the process see EOF.
+            match copy(&src, &dst, true).await {
+                Ok(Stop::Eof) | Ok(Stop::Drained) => {}
+                Err(e) => log::debug!("stdin drain ended: {e}"),
+            }
+        }
+    }
+}
+
+/// Starts a `binary://` logger: fd 3 = stdout, fd 4 = stderr, fd 5 = closed by the logger
+/// once it is ready. It ends by itself when the process's output ends.
+async fn start_logger(
+    reaper: &Arc<Reaper>,
+    path: &Path,
+    args: &[String],
+    env: &LoggerEnv<'_>,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+) -> io::Result<()> {
+    let (ready_r, ready_w) = cloexec_pipe()?;
+    let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+    let mut cmd = Command::new(path);
+    cmd.args(args)
+        .env("CONTAINER_ID", env.id)
+        .env("CONTAINER_NAMESPACE", env.namespace)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls (dup/dup2/close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move the sources above 5 first so the dup2 sequence cannot clobber them.
+            let mut high = [0; 3];
+            for (i, fd) in fds.iter().enumerate() {
+                let h = libc::fcntl(*fd, libc::F_DUPFD, 10);
+                if h < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                high[i] = h;
+            }
+            for (i, h) in high.iter().enumerate() {
+                if libc::dup2(*h, 3 + i as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(*h);
+            }
+            Ok(())
+        });
+    }
+    reaper
+        .spawn(&mut cmd)
+        .map_err(|e| io::Error::new(e.kind(), format!("start logger {}: {e}", path.display())))?;
+    drop(cmd);
+    drop(ready_w);
+    drop(out_r);
+    drop(err_r);
+    // Wait until the logger closes fd 5 (or exits).
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r)?;
+    let wait = async {
+        let mut buf = [0u8; 64];
+        loop {
+            rx.readable().await?;
+            match rx.try_read(&mut buf) {
+                Ok(0) => return Ok::<(), io::Error>(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "logger did not become ready in 10s",
+            )
+        })?
+}
+
+impl Prepared {
+    /// After the runtime created the process: takes the pty master from the console socket
+    /// and starts copying between it and the FIFOs.
+    pub async fn attach_console(&mut self) -> io::Result<()> {
+        let Some(sock) = self.console_socket.take() else {
+            return Ok(());
+        };
+        let (stdin_fifo, out_fifo) = self.pending_console.take().unwrap_or((None, None));
+        let master = Arc::new(sock.receive_master().await?);
+        if let Some(fifo) = stdin_fifo {
+            let src = async_fd(fifo)?;
+            let dst = async_fd(master.try_clone()?)?;
+            let (tx, rx) = oneshot::channel();
+            *locked(&self.stdio.stdin_close) = Some(tx);
+            tokio::spawn(async move {
+                tokio::select! {
+                    res = copy(&src, &dst, false) => {
+                        if let Err(e) = res { log::debug!("console stdin copy ended: {e}"); }
+                    }
+                    _ = rx => {
+                        let _ = copy(&src, &dst, true).await;
+                        // End of input for a terminal is the EOF character (^D).
+                        let _ = copy::write_all(&dst, &[4]).await;
+                    }
+                }
+            });
+        }
+        if let Some(fifo) = out_fifo {
+            locked(&self.stdio.outputs).push(spawn_output(master.try_clone()?, fifo)?);
+        }
+        *locked(&self.stdio.console) = Some(master);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse() {
+        assert_eq!(parse_uri("").unwrap(), Scheme::Null);
+        assert_eq!(
+            parse_uri("/run/x/stdout").unwrap(),
+            Scheme::Fifo("/run/x/stdout".into())
+        );
+        assert_eq!(
+            parse_uri("file:///var/log/a%20b.log").unwrap(),
+            Scheme::File("/var/log/a b.log".into())
+        );
+        assert_eq!(
+            parse_uri("binary:///usr/bin/logger?-level=debug&x").unwrap(),
+            Scheme::Binary {
+                path: "/usr/bin/logger".into(),
+                args: vec!["-level".into(), "debug".into(), "x".into()]
+            }
+        );
+        assert!(parse_uri("tcp://1.2.3.4:5").is_err());
+        assert!(parse_uri("relative/path").is_err());
+        assert!(parse_uri("binary://relative").is_err());
+        assert!(parse_uri("/a\0b").is_err());
+        assert!(parse_uri("file:///bad%zz").is_err());
+    }
+}

@@ -123,6 +123,17 @@ fn open_fifo(path: &Path) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
+/// Opens a stdin FIFO for reading without blocking. Unlike the output FIFOs it is read-only:
+/// the client closing its end is how end of input reaches the process (ctr relies on it).
+fn open_stdin_fifo(path: &Path) -> io::Result<OwnedFd> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("open fifo {}: {e}", path.display())))?;
+    Ok(file.into())
+}
+
 fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(pipe2(OFlag::O_CLOEXEC)?)
 }
@@ -247,7 +258,7 @@ pub async fn prepare(
     };
 
     let stdin_fifo = match &stdin {
-        Scheme::Fifo(p) => Some(open_fifo(p)?),
+        Scheme::Fifo(p) => Some(open_stdin_fifo(p)?),
         _ => None,
     };
 
@@ -367,7 +378,7 @@ async fn pump_stdin(
     close: oneshot::Receiver<()>,
 ) {
     tokio::select! {
-        res = copy(&src, &dst, false) => {
+        res = copy_stdin(&src, &dst) => {
             if let Err(e) = res { log::debug!("stdin copy ended: {e}"); }
         }
         _ = close => {
@@ -378,6 +389,17 @@ async fn pump_stdin(
             }
         }
     }
+}
+
+/// Copies a read-only stdin FIFO. Before any client opened the FIFO for writing, a read
+/// returns 0 although this is not end of input; epoll only reports the FIFO once a writer
+/// came (data, or hang-up after it left). So wait for that first.
+async fn copy_stdin(
+    src: &tokio::io::unix::AsyncFd<OwnedFd>,
+    dst: &tokio::io::unix::AsyncFd<OwnedFd>,
+) -> io::Result<Stop> {
+    let _ = src.readable().await?;
+    copy(src, dst, false).await
 }
 
 /// Starts a `binary://` logger: fd 3 = stdout, fd 4 = stderr, fd 5 = closed by the logger
@@ -467,7 +489,7 @@ impl Prepared {
             *locked(&self.stdio.stdin_close) = Some(tx);
             tokio::spawn(async move {
                 tokio::select! {
-                    res = copy(&src, &dst, false) => {
+                    res = copy_stdin(&src, &dst) => {
                         if let Err(e) = res { log::debug!("console stdin copy ended: {e}"); }
                     }
                     _ = rx => {

@@ -1,0 +1,43 @@
+# Tender — containerd shim v2 (containerd-shim-tender-v2)
+#
+#   make build   release build
+#   make deps    install host packages (containerd, runc, crun, busybox-static, ...)
+#   make test    unit + end-to-end tests (e2e needs root; CI=true makes skips fail)
+#   make demo    run a container through a private containerd with Tender
+#   make lint    rustfmt check + clippy with warnings denied
+#
+# TENDER_E2E_RUNTIME=io.containerd.runc.v2 make test   checks the e2e tests
+# against containerd's Go shim instead of Tender.
+
+CARGO ?= cargo
+TEST_THREADS ?= 4
+
+.PHONY: all build deps test demo lint bench memcheck
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+deps:
+	./scripts/install-deps.sh
+
+test: deps
+	$(CARGO) build
+	$(CARGO) test -- --test-threads=$(TEST_THREADS)
+
+demo:
+	./scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Tender vs the Go runc v2 shim via ../shared/bench/shimbench -> bench/results.md
+# (BENCH_QUICK=1 for a ~20 s smoke run; see scripts/bench.sh for knobs)
+bench:
+	./scripts/bench.sh
+
+# memory budget per shim (PSS/RSS/threads) with MEMCHECK_N sleep containers
+memcheck:
+	./scripts/memcheck.sh

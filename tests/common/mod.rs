@@ -1,0 +1,1488 @@
+//! End-to-end test harness for the Tender shim (std only).
+//!
+//! Every test gets its own *private* containerd (the distribution binary)
+//! running under a fresh directory `/tmp/tender-e2e-<pid>-<n>-<nanos>/` with
+//! its own root, state, gRPC and ttrpc sockets. containerd's `PATH` starts with
+//! a private `bin/` directory holding a `containerd-shim-tender-v2` symlink to
+//! the shim binary built by cargo, so `--runtime io.containerd.tender.v2`
+//! resolves to the shim under test.
+//!
+//! The runtime under test defaults to `io.containerd.tender.v2`; set
+//! `TENDER_E2E_RUNTIME=io.containerd.runc.v2` to validate the harness and the
+//! tests against containerd's Go shim. `TENDER_E2E_KEEP=1` keeps the temp dir
+//! (processes are still killed and mounts removed).
+//!
+//! Tests need root and containerd. Without them they print `SKIP ...` and
+//! pass, unless `CI=true`, in which case they fail.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::symlink;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The shim binary built by cargo for this package.
+pub const SHIM_BIN: &str = env!("CARGO_BIN_EXE_containerd-shim-tender-v2");
+/// Runtime name of the shim under test.
+pub const TENDER_RUNTIME: &str = "io.containerd.tender.v2";
+/// Reference of the busybox image built by `scripts/busybox-image.sh`.
+pub const IMAGE_REF: &str = "docker.io/library/busybox:tender";
+/// Script that builds the busybox OCI archive (shared with `scripts/demo.sh`).
+pub const IMAGE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/busybox-image.sh");
+/// Default timeout for a single `ctr` invocation.
+pub const CTR_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where shims put their ttrpc sockets (containerd 1.6 convention).
+pub const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+    fn geteuid() -> u32;
+}
+
+pub const SIGKILL: i32 = 9;
+pub const SIGTERM: i32 = 15;
+
+/// Send `sig` to `pid`; returns false if the process does not exist.
+pub fn send_signal(pid: u32, sig: i32) -> bool {
+    // SAFETY: plain libc call with integer arguments.
+    unsafe { kill(pid as i32, sig) == 0 }
+}
+
+/// A process-unique, short, containerd-valid identifier: `<prefix>-<pid>-<n>`.
+pub fn unique_id(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let prefix: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let prefix = if prefix.len() > 40 {
+        &prefix[..40]
+    } else {
+        &prefix
+    };
+    let prefix = prefix.trim_end_matches('-');
+    format!("{}-{}-{}", prefix, std::process::id(), n)
+}
+
+/// The runtime under test (`TENDER_E2E_RUNTIME` or `io.containerd.tender.v2`).
+pub fn runtime() -> String {
+    match std::env::var("TENDER_E2E_RUNTIME") {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => TENDER_RUNTIME.to_string(),
+    }
+}
+
+/// `io.containerd.runc.v2` -> `containerd-shim-runc-v2`.
+pub fn shim_binary_name(runtime: &str) -> String {
+    let parts: Vec<&str> = runtime.split('.').collect();
+    if parts.len() >= 2 {
+        format!(
+            "containerd-shim-{}-{}",
+            parts[parts.len() - 2],
+            parts[parts.len() - 1]
+        )
+    } else {
+        format!("containerd-shim-{runtime}")
+    }
+}
+
+fn in_path(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for d in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
+}
+
+fn ci() -> bool {
+    matches!(
+        std::env::var("CI").map(|v| v.to_ascii_lowercase()),
+        Ok(ref v) if v == "true" || v == "1"
+    )
+}
+
+/// Print straight to the terminal (bypasses libtest's output capture so that
+/// SKIP notices are visible even for passing tests).
+pub fn notice(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// Returns `true` if end-to-end tests can run here. Otherwise prints a SKIP
+/// notice and returns `false` — or panics when `CI=true`.
+pub fn e2e_enabled(test: &str) -> bool {
+    let mut missing = Vec::new();
+    // SAFETY: trivial libc call.
+    if unsafe { geteuid() } != 0 {
+        missing.push("root privileges".to_string());
+    }
+    for bin in ["containerd", "ctr", "tar", "sha256sum"] {
+        if in_path(bin).is_none() {
+            missing.push(format!("`{bin}` binary"));
+        }
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        missing.push("/bin/busybox (busybox-static)".to_string());
+    }
+    let rt = runtime();
+    if rt != TENDER_RUNTIME && in_path(&shim_binary_name(&rt)).is_none() {
+        missing.push(format!("`{}` for runtime {rt}", shim_binary_name(&rt)));
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "SKIP {test}: end-to-end test needs {} (run as root after `make deps`)",
+        missing.join(", ")
+    );
+    if ci() {
+        panic!("{msg} — failing because CI=true");
+    }
+    notice(&msg);
+    false
+}
+
+/// Poll `f` every `interval` until it returns `Some` or `timeout` elapses.
+pub fn wait_until<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(interval);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running commands with a timeout
+// ---------------------------------------------------------------------------
+
+/// Result of a command run by [`run_cmd`].
+#[derive(Clone, Debug)]
+pub struct CmdOutput {
+    pub cmdline: String,
+    /// Exit code; `None` if killed by a signal, timed out or failed to spawn.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    pub spawn_error: Option<String>,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+impl fmt::Display for CmdOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "command: {}", self.cmdline)?;
+        if let Some(e) = &self.spawn_error {
+            writeln!(f, "  spawn error: {e}")?;
+        }
+        if self.timed_out {
+            writeln!(f, "  TIMED OUT (killed)")?;
+        }
+        writeln!(f, "  exit code: {:?}  signal: {:?}", self.code, self.signal)?;
+        writeln!(f, "  stdout: {:?}", truncate(&self.stdout_str(), 2000))?;
+        write!(f, "  stderr: {:?}", truncate(&self.stderr_str(), 4000))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_string()
+    } else {
+        let mut cut = s.len() - max;
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        format!("...{}", &s[cut..])
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn reader_thread<R: Read + Send + 'static>(r: Option<R>) -> Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut buf);
+        }
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Run `cmd` (stdin = /dev/null) collecting stdout/stderr; kill it after `timeout`.
+pub fn run_cmd(mut cmd: Command, timeout: Duration) -> CmdOutput {
+    let cmdline = describe(&cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut out = CmdOutput {
+        cmdline,
+        code: None,
+        signal: None,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        timed_out: false,
+        spawn_error: None,
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            out.spawn_error = Some(e.to_string());
+            return out;
+        }
+    };
+    let so = reader_thread(child.stdout.take());
+    let se = reader_thread(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                out.code = status.code();
+                out.signal = status.signal();
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                out.spawn_error = Some(format!("wait failed: {e}"));
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
+            out.timed_out = true;
+            let _ = child.kill();
+            if let Ok(status) = child.wait() {
+                out.signal = status.signal();
+            }
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    // A grandchild could keep the pipes open; do not wait forever for EOF.
+    out.stdout = so.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    out.stderr = se.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    out
+}
+
+// ---------------------------------------------------------------------------
+// /proc helpers
+// ---------------------------------------------------------------------------
+
+/// All processes as (pid, argv).
+pub fn processes() -> Vec<(u32, Vec<String>)> {
+    let mut v = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if raw.is_empty() {
+            continue; // kernel thread or zombie
+        }
+        let argv = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        v.push((pid, argv));
+    }
+    v
+}
+
+/// Process state letter from /proc/<pid>/stat (`R`, `S`, `Z`, ...), `None` if gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    matches!(process_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// argv of a process, joined with spaces.
+pub fn process_cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// Mount points (from /proc/self/mountinfo) containing `needle`.
+pub fn mounts_containing(needle: &str) -> Vec<String> {
+    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mi.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|mp| mp.contains(needle))
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hex sha256 of `data` (via the `sha256sum` tool, std only).
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn sha256sum: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(data)
+            .unwrap_or_else(|e| panic!("writing to sha256sum: {e}"));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("sha256sum failed: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Busybox image
+// ---------------------------------------------------------------------------
+
+/// Build (once, cached under `target/`) the busybox OCI archive and return its path.
+pub fn busybox_image() -> PathBuf {
+    static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match IMAGE.get_or_init(build_busybox_image) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("building the busybox image failed: {e}"),
+    }
+}
+
+fn build_busybox_image() -> Result<PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    let script = fs::read(IMAGE_SCRIPT).map_err(|e| format!("reading {IMAGE_SCRIPT}: {e}"))?;
+    let bb = fs::metadata("/bin/busybox").map_err(|e| format!("/bin/busybox: {e}"))?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    script.hash(&mut h);
+    bb.len().hash(&mut h);
+    bb.modified().ok().hash(&mut h);
+    IMAGE_REF.hash(&mut h);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("busybox-oci-{:016x}.tar", h.finish()));
+    if path.is_file() {
+        return Ok(path);
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let mut cmd = Command::new("bash");
+    cmd.arg(IMAGE_SCRIPT)
+        .arg(&path)
+        .arg(IMAGE_REF)
+        .arg("/bin/busybox");
+    let out = run_cmd(cmd, Duration::from_secs(120));
+    if !out.success() || !path.is_file() {
+        return Err(format!("{out}"));
+    }
+    Ok(path)
+}
+
+// ---------------------------------------------------------------------------
+// Private containerd
+// ---------------------------------------------------------------------------
+
+/// A private containerd instance; dropped = stopped and cleaned up.
+pub struct Containerd {
+    /// Temp dir holding everything (`/tmp/tender-e2e-...`).
+    pub dir: PathBuf,
+    /// gRPC socket (what `ctr -a` and shims' `-address` use).
+    pub socket: PathBuf,
+    pub ttrpc_socket: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub log_path: PathBuf,
+    pub runtime: String,
+    child: Option<Child>,
+    namespaces: Mutex<Vec<String>>,
+    containers: Mutex<Vec<(String, String)>>,
+}
+
+impl Containerd {
+    /// Start a private containerd. `runtime_dirs` are extra directories put
+    /// on containerd's PATH after the private shim dir (before the normal PATH).
+    pub fn start(runtime_dirs: &[&Path]) -> Containerd {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // Keep it short: unix socket paths are limited to 108 bytes.
+        let dir = PathBuf::from(format!(
+            "/tmp/tender-e2e-{}-{}-{:x}",
+            std::process::id(),
+            n,
+            nanos
+        ));
+        if let Err(e) = fs::create_dir_all(&dir) {
+            panic!("cannot create {}: {e}", dir.display());
+        }
+        let bin = dir.join("bin");
+        let root = dir.join("root");
+        let state = dir.join("state");
+        for d in [&bin, &root, &state] {
+            if let Err(e) = fs::create_dir_all(d) {
+                panic!("cannot create {}: {e}", d.display());
+            }
+        }
+        if let Err(e) = symlink(SHIM_BIN, bin.join("containerd-shim-tender-v2")) {
+            panic!("cannot symlink shim into {}: {e}", bin.display());
+        }
+        let socket = dir.join("containerd.sock");
+        let ttrpc_socket = dir.join("containerd.sock.ttrpc");
+        let log_path = dir.join("containerd.log");
+        let config = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{ttrpc}"
+
+[debug]
+  level = "debug"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+
+[plugins."io.containerd.gc.v1.scheduler"]
+  pause_threshold = 0.02
+"#,
+            root = root.display(),
+            state = state.display(),
+            sock = socket.display(),
+            ttrpc = ttrpc_socket.display(),
+            opt = dir.join("opt").display(),
+        );
+        let config_path = dir.join("config.toml");
+        if let Err(e) = fs::write(&config_path, config) {
+            panic!("cannot write {}: {e}", config_path.display());
+        }
+
+        let mut path_dirs: Vec<PathBuf> = vec![bin.clone()];
+        path_dirs.extend(runtime_dirs.iter().map(|d| d.to_path_buf()));
+        path_dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        for d in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ] {
+            let d = PathBuf::from(d);
+            if !path_dirs.contains(&d) {
+                path_dirs.push(d);
+            }
+        }
+        let path_env = match std::env::join_paths(path_dirs) {
+            Ok(p) => p,
+            Err(e) => panic!("bad PATH: {e}"),
+        };
+        let log = match fs::File::create(&log_path) {
+            Ok(f) => f,
+            Err(e) => panic!("cannot create {}: {e}", log_path.display()),
+        };
+        let log2 = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => panic!("dup log fd: {e}"),
+        };
+        let child = match Command::new("containerd")
+            .arg("--config")
+            .arg(&config_path)
+            .env("PATH", &path_env)
+            .env("TMPDIR", &dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start containerd: {e}"),
+        };
+        let mut cd = Containerd {
+            dir,
+            socket,
+            ttrpc_socket,
+            root,
+            state,
+            log_path,
+            runtime: runtime(),
+            child: Some(child),
+            namespaces: Mutex::new(Vec::new()),
+            containers: Mutex::new(Vec::new()),
+        };
+        cd.wait_ready();
+        cd
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "containerd exited during startup ({status})\n{}",
+                        self.log_tail(60)
+                    );
+                }
+            }
+            if self.socket.exists() {
+                let mut cmd = Command::new("ctr");
+                cmd.arg("-a").arg(&self.socket).arg("version");
+                let out = run_cmd(cmd, Duration::from_secs(5));
+                if out.success() {
+                    return;
+                }
+                last = Some(out);
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "containerd did not become ready within 30s\nlast probe: {}\n{}",
+                    last.map(|o| o.to_string())
+                        .unwrap_or_else(|| "socket never appeared".into()),
+                    self.log_tail(60)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// PID of the containerd daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whole containerd log.
+    pub fn log_text(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Last `n` lines of containerd's log (stdout+stderr, includes shim logs).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log_path.display()));
+        // Plugin-loading chatter at startup is never interesting.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("loading plugin"))
+            .collect();
+        let start = lines.len().saturating_sub(n);
+        format!(
+            "----- containerd log tail ({}) -----\n{}\n----- end of containerd log -----",
+            self.log_path.display(),
+            lines[start..].join("\n")
+        )
+    }
+
+    /// A `ctr` client bound to a fresh unique namespace (`prefix-<pid>-<n>`)
+    /// into which the busybox image has been imported.
+    pub fn client(&self, prefix: &str) -> Ctr<'_> {
+        let ns = unique_id(prefix);
+        if let Ok(mut v) = self.namespaces.lock() {
+            v.push(ns.clone());
+        }
+        let c = Ctr {
+            cd: self,
+            namespace: ns,
+            runtime: self.runtime.clone(),
+        };
+        c.import_image();
+        c
+    }
+
+    fn record_container(&self, ns: &str, id: &str) {
+        if let Ok(mut v) = self.containers.lock() {
+            v.push((ns.to_string(), id.to_string()));
+        }
+    }
+
+    fn raw_ctr(&self, ns: &str, args: &[&str], timeout: Duration) -> CmdOutput {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a").arg(&self.socket).arg("-n").arg(ns).args(args);
+        run_cmd(cmd, timeout)
+    }
+
+    /// Shim processes of this containerd: argv mentions our socket and
+    /// argv[0] (or /proc/pid/exe) is a `containerd-shim-*` binary.
+    pub fn shim_processes(&self) -> Vec<(u32, String)> {
+        let sock = self.socket.to_string_lossy().into_owned();
+        processes()
+            .into_iter()
+            .filter(|(pid, argv)| {
+                if *pid == std::process::id() || !argv.iter().any(|a| a.contains(&sock)) {
+                    return false;
+                }
+                let argv0 = argv.first().map(|a| basename(a)).unwrap_or_default();
+                let exe = fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| basename(&p.to_string_lossy()))
+                    .unwrap_or_default();
+                argv0.starts_with("containerd-shim") || exe.starts_with("containerd-shim")
+            })
+            .map(|(pid, argv)| (pid, argv.join(" ")))
+            .collect()
+    }
+
+    fn cleanup(&mut self) {
+        let started = Instant::now();
+        let namespaces: Vec<String> = self
+            .namespaces
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        let containerd_alive = self
+            .child
+            .as_mut()
+            .map(|c| matches!(c.try_wait(), Ok(None)))
+            .unwrap_or(false);
+
+        // 1. Graceful: kill + delete leftover tasks and containers.
+        if containerd_alive {
+            let t = Duration::from_secs(5);
+            for ns in &namespaces {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let tasks = self.raw_ctr(ns, &["task", "ls", "-q"], t);
+                for id in tasks.stdout_str().split_whitespace() {
+                    let _ = self.raw_ctr(ns, &["task", "kill", "-s", "SIGKILL", id], t);
+                }
+                for id in tasks.stdout_str().split_whitespace() {
+                    let _ = self.raw_ctr(ns, &["task", "delete", "-f", id], t);
+                }
+                let ctrs = self.raw_ctr(ns, &["containers", "ls", "-q"], t);
+                for id in ctrs.stdout_str().split_whitespace() {
+                    let _ = self.raw_ctr(ns, &["containers", "delete", id], t);
+                }
+            }
+        }
+
+        // 2. Stop containerd: SIGTERM, then SIGKILL.
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), SIGTERM);
+            let exited = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+                matches!(child.try_wait(), Ok(Some(_))).then_some(())
+            });
+            if exited.is_none() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+
+        // 3. Kill leftover shims (anything whose argv has our socket path).
+        let sock = self.socket.to_string_lossy().into_owned();
+        for (pid, argv) in processes() {
+            if pid != std::process::id() && argv.iter().any(|a| a.contains(&sock)) {
+                send_signal(pid, SIGKILL);
+            }
+        }
+
+        // 4. Kill container processes left in our namespaces' cgroups
+        //    (ctr uses cgroupsPath /<namespace>/<id>), then remove the cgroups.
+        for ns in &namespaces {
+            let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(ns)];
+            if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
+                for e in rd.flatten() {
+                    roots.push(e.path().join(ns));
+                }
+            }
+            for r in roots.iter().filter(|r| r.is_dir()) {
+                kill_cgroup_tree(r);
+            }
+            for r in roots.iter().filter(|r| r.is_dir()) {
+                remove_cgroup_tree(r);
+            }
+            // runc's state dir used by the Go shim.
+            let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(ns));
+        }
+
+        // 5. Unmount anything under our dir (deepest first).
+        let prefix = format!("{}/", self.dir.display());
+        for _ in 0..3 {
+            let mut mps = mounts_containing(&prefix);
+            if mps.is_empty() {
+                break;
+            }
+            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for mp in mps {
+                let ok = Command::new("umount")
+                    .arg(&mp)
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                if !ok {
+                    let _ = Command::new("umount")
+                        .arg("-l")
+                        .arg(&mp)
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+
+        // 6. Remove shim sockets of containers we created (a SIGKILLed shim
+        //    cannot remove its own socket).
+        let containers: Vec<(String, String)> = self
+            .containers
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        for (ns, id) in containers {
+            let p = computed_shim_socket(&self.socket, &ns, &id);
+            if p.exists() {
+                let _ = fs::remove_file(p);
+            }
+        }
+
+        // 7. Remove the temp dir.
+        let keep = matches!(
+            std::env::var("TENDER_E2E_KEEP").as_deref(),
+            Ok("1") | Ok("true")
+        );
+        if keep {
+            notice(&format!("TENDER_E2E_KEEP: leaving {}", self.dir.display()));
+        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
+            notice(&format!(
+                "warning: cannot remove {}: {e}",
+                self.dir.display()
+            ));
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            // Captured by libtest and shown with the failure. The full log is
+            // copied under target/ since the temp dir is removed.
+            let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("e2e-failed-logs")
+                .join(format!("{}.log", basename(&self.dir.to_string_lossy())));
+            let _ = fs::create_dir_all(saved.parent().unwrap_or(Path::new("/tmp")));
+            match fs::copy(&self.log_path, &saved) {
+                Ok(_) => eprintln!(
+                    "full containerd log of the failed test: {}",
+                    saved.display()
+                ),
+                Err(e) => eprintln!("could not save containerd log to {}: {e}", saved.display()),
+            }
+            let shims = self.shim_processes();
+            if !shims.is_empty() {
+                eprintln!("shim processes still running at teardown: {shims:#?}");
+            }
+        }
+        self.cleanup();
+    }
+}
+
+fn basename(p: &str) -> String {
+    Path::new(p)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn kill_cgroup_tree(dir: &Path) {
+    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            send_signal(pid, SIGKILL);
+        }
+    }
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    // Processes may take a moment to die after SIGKILL.
+    let _ = wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        fs::remove_dir(dir)
+            .ok()
+            .or_else(|| (!dir.exists()).then_some(()))
+    });
+}
+
+/// containerd 1.6's shim socket convention:
+/// `/run/containerd/s/<sha256(<grpc address>/<namespace>/<id>)>`.
+pub fn computed_shim_socket(containerd_socket: &Path, ns: &str, id: &str) -> PathBuf {
+    let key = format!("{}/{}/{}", containerd_socket.display(), ns, id);
+    Path::new(SHIM_SOCKET_DIR).join(sha256_hex(key.as_bytes()))
+}
+
+// ---------------------------------------------------------------------------
+// ctr client
+// ---------------------------------------------------------------------------
+
+/// One row of `ctr task ls`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: String,
+    pub pid: u32,
+    pub status: String,
+}
+
+/// `ctr -a <sock> -n <namespace> ...` bound to one private containerd.
+pub struct Ctr<'a> {
+    pub cd: &'a Containerd,
+    pub namespace: String,
+    /// Runtime passed to `ctr run --runtime`.
+    pub runtime: String,
+}
+
+impl<'a> Ctr<'a> {
+    /// A `Command` for `ctr -a <sock> -n <ns>` (add args yourself).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a")
+            .arg(&self.cd.socket)
+            .arg("-n")
+            .arg(&self.namespace);
+        cmd
+    }
+
+    /// Run `ctr <args>` with the default timeout; panics only on timeout.
+    pub fn ctr(&self, args: &[&str]) -> CmdOutput {
+        self.ctr_timeout(args, CTR_TIMEOUT)
+    }
+
+    pub fn ctr_timeout(&self, args: &[&str], timeout: Duration) -> CmdOutput {
+        let mut cmd = self.command();
+        cmd.args(args);
+        let out = run_cmd(cmd, timeout);
+        if out.timed_out {
+            panic!(
+                "ctr timed out after {timeout:?}\n{out}\n{}",
+                self.cd.log_tail(80)
+            );
+        }
+        out
+    }
+
+    /// Run `ctr <args>` and panic (with diagnostics) unless it succeeds.
+    pub fn ctr_ok(&self, args: &[&str]) -> CmdOutput {
+        let out = self.ctr(args);
+        if !out.success() {
+            panic!("ctr failed\n{out}\n{}", self.cd.log_tail(80));
+        }
+        out
+    }
+
+    /// Diagnostics for assertion messages: the command output plus the containerd log tail.
+    pub fn diag(&self, out: &CmdOutput) -> String {
+        format!("\n{out}\n{}", self.cd.log_tail(60))
+    }
+
+    /// Just the containerd log tail.
+    pub fn log(&self) -> String {
+        format!("\n{}", self.cd.log_tail(60))
+    }
+
+    fn import_image(&self) {
+        let img = busybox_image();
+        let img = img.to_string_lossy().into_owned();
+        self.ctr_ok(&[
+            "images",
+            "import",
+            "--base-name",
+            "docker.io/library/busybox",
+            &img,
+        ]);
+        let ls = self.ctr_ok(&["images", "ls", "-q"]);
+        if !ls.stdout_str().lines().any(|l| l.trim() == IMAGE_REF) {
+            panic!(
+                "image {IMAGE_REF} missing after import\n{ls}\n{}",
+                self.cd.log_tail(40)
+            );
+        }
+    }
+
+    fn run_args(
+        &self,
+        runtime: &str,
+        detach: bool,
+        rm: bool,
+        id: &str,
+        cmd: &[&str],
+    ) -> Vec<String> {
+        let mut v: Vec<String> = vec!["run".into()];
+        if rm {
+            v.push("--rm".into());
+        }
+        if detach {
+            v.push("-d".into());
+        }
+        // Keep ctr's IO fifos inside our temp dir (a detached run whose
+        // shim dies would otherwise leave them in /run/containerd/fifo).
+        v.push("--fifo-dir".into());
+        v.push(self.cd.dir.join("fifo").display().to_string());
+        v.push("--runtime".into());
+        v.push(runtime.into());
+        v.push(IMAGE_REF.into());
+        v.push(id.into());
+        v.extend(cmd.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// `ctr run --rm --runtime <runtime> <image> <id> <cmd...>`: full output.
+    pub fn run_output_with(&self, runtime: &str, id: &str, cmd: &[&str]) -> CmdOutput {
+        self.cd.record_container(&self.namespace, id);
+        let args = self.run_args(runtime, false, true, id, cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctr(&args)
+    }
+
+    /// Like [`Ctr::run_output_with`] with the runtime under test.
+    pub fn run_output(&self, id: &str, cmd: &[&str]) -> CmdOutput {
+        let rt = self.runtime.clone();
+        self.run_output_with(&rt, id, cmd)
+    }
+
+    /// `ctr run --rm`: (exit code, stdout bytes). Exit code -1 if ctr died by a signal.
+    pub fn run_with(&self, runtime: &str, id: &str, cmd: &[&str]) -> (i32, Vec<u8>) {
+        let out = self.run_output_with(runtime, id, cmd);
+        if out.spawn_error.is_some() {
+            panic!("cannot run ctr\n{out}");
+        }
+        (out.code.unwrap_or(-1), out.stdout)
+    }
+
+    /// `ctr run --rm` with the runtime under test: (exit code, stdout bytes).
+    pub fn run(&self, id: &str, cmd: &[&str]) -> (i32, Vec<u8>) {
+        let rt = self.runtime.clone();
+        self.run_with(&rt, id, cmd)
+    }
+
+    /// `ctr run -d` (detached); panics unless ctr succeeds. Does not wait for RUNNING.
+    pub fn run_detached(&self, id: &str, cmd: &[&str]) -> CmdOutput {
+        self.cd.record_container(&self.namespace, id);
+        let rt = self.runtime.clone();
+        let args = self.run_args(&rt, true, false, id, cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctr_ok(&args)
+    }
+
+    /// `ctr run -d` and wait until the task is RUNNING; returns its info.
+    pub fn start_running(&self, id: &str, cmd: &[&str]) -> TaskInfo {
+        self.run_detached(id, cmd);
+        self.wait_task_status(id, "RUNNING", Duration::from_secs(15))
+    }
+
+    /// Foreground `ctr run --rm` in a background child (stdout streamed).
+    pub fn spawn_run(&self, id: &str, cmd: &[&str]) -> BackgroundRun {
+        self.cd.record_container(&self.namespace, id);
+        let rt = self.runtime.clone();
+        let args = self.run_args(&rt, false, true, id, cmd);
+        let mut c = self.command();
+        c.args(&args);
+        BackgroundRun::spawn(c)
+    }
+
+    /// Parsed `ctr task ls`.
+    pub fn tasks(&self) -> Vec<TaskInfo> {
+        let out = self.ctr_ok(&["task", "ls"]);
+        out.stdout_str()
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() < 3 {
+                    return None;
+                }
+                Some(TaskInfo {
+                    id: f[0].to_string(),
+                    pid: f[1].parse().unwrap_or(0),
+                    status: f[2].to_string(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn task(&self, id: &str) -> Option<TaskInfo> {
+        self.tasks().into_iter().find(|t| t.id == id)
+    }
+
+    /// Wait until `ctr task ls` shows `id` with `status`; panics with diagnostics otherwise.
+    pub fn wait_task_status(&self, id: &str, status: &str, timeout: Duration) -> TaskInfo {
+        let mut last = None;
+        let found = wait_until(timeout, Duration::from_millis(25), || {
+            let t = self.task(id);
+            last = t.clone();
+            t.filter(|t| t.status == status)
+        });
+        match found {
+            Some(t) => t,
+            None => panic!(
+                "task {id} did not reach {status} within {timeout:?}; last seen: {last:?}{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// PIDs from `ctr task ps <id>`.
+    pub fn task_pids(&self, id: &str) -> Vec<u32> {
+        let out = self.ctr_ok(&["task", "ps", id]);
+        out.stdout_str()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// `ctr task kill -s <signal> <id>`; panics unless it succeeds.
+    pub fn kill(&self, id: &str, signal: &str) -> CmdOutput {
+        self.ctr_ok(&["task", "kill", "-s", signal, id])
+    }
+
+    /// `ctr task delete <id>` (not asserted).
+    pub fn delete_task(&self, id: &str) -> CmdOutput {
+        self.ctr(&["task", "delete", id])
+    }
+
+    /// `ctr containers delete <id>`; panics unless it succeeds.
+    pub fn delete_container(&self, id: &str) -> CmdOutput {
+        self.ctr_ok(&["containers", "delete", id])
+    }
+
+    /// Bundle directory containerd created for the task.
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.cd
+            .state
+            .join("io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+            .join(id)
+    }
+
+    /// Shim ttrpc socket path: from the bundle's `address` file if the shim
+    /// wrote one, else containerd's convention.
+    pub fn shim_socket(&self, id: &str) -> PathBuf {
+        if let Ok(a) = fs::read_to_string(self.bundle_dir(id).join("address")) {
+            let a = a.trim();
+            let p = a.strip_prefix("unix://").unwrap_or(a);
+            if !p.is_empty() && !p.starts_with('@') {
+                return PathBuf::from(p);
+            }
+        }
+        computed_shim_socket(&self.cd.socket, &self.namespace, id)
+    }
+
+    /// Shim processes serving this namespace (argv has socket path, a
+    /// `containerd-shim-*` name and the namespace).
+    pub fn shim_processes(&self) -> Vec<(u32, String)> {
+        self.cd
+            .shim_processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.split(' ').any(|a| a == self.namespace))
+            .collect()
+    }
+
+    /// Subscribe to `ctr events` (returns once the subscription is live).
+    pub fn events(&self) -> Events {
+        Events::start(self)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Background `ctr run`
+// ---------------------------------------------------------------------------
+
+/// A foreground `ctr run` running in a child process.
+pub struct BackgroundRun {
+    child: Option<Child>,
+    cmdline: String,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    stdout_all: std::sync::Arc<Mutex<Vec<u8>>>,
+    stderr: Receiver<Vec<u8>>,
+}
+
+impl BackgroundRun {
+    fn spawn(mut cmd: Command) -> BackgroundRun {
+        let cmdline = describe(&cmd);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("cannot spawn {cmdline}: {e}"),
+        };
+        let (tx, rx) = mpsc::channel();
+        let all = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let all2 = all.clone();
+        let stdout = child.stdout.take();
+        thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut r = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if let Ok(mut a) = all2.lock() {
+                            a.extend_from_slice(&line);
+                        }
+                        let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_string());
+                    }
+                }
+            }
+        });
+        let stderr = reader_thread(child.stderr.take());
+        BackgroundRun {
+            child: Some(child),
+            cmdline,
+            lines: rx,
+            seen: Vec::new(),
+            stdout_all: all,
+            stderr,
+        }
+    }
+
+    /// Wait until stdout has a line equal to `line`.
+    pub fn wait_for_line(&mut self, line: &str, timeout: Duration) -> bool {
+        if self.seen.iter().any(|l| l == line) {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l == line;
+                    self.seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Wait for `ctr run` to exit (killing it after `timeout`).
+    pub fn wait(mut self, timeout: Duration) -> CmdOutput {
+        let mut out = CmdOutput {
+            cmdline: self.cmdline.clone(),
+            code: None,
+            signal: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            timed_out: false,
+            spawn_error: None,
+        };
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + timeout;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => {
+                        out.code = st.code();
+                        out.signal = st.signal();
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => {
+                        out.timed_out = true;
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        out.stderr = self
+            .stderr
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_default();
+        // Give the stdout reader a moment to drain.
+        thread::sleep(Duration::from_millis(20));
+        out.stdout = self
+            .stdout_all
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        out
+    }
+}
+
+impl Drop for BackgroundRun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------
+
+/// One line of `ctr events`.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub namespace: String,
+    pub topic: String,
+    pub payload: String,
+}
+
+impl Event {
+    /// True if the payload refers to container `id`.
+    pub fn is_for_container(&self, id: &str) -> bool {
+        self.payload.contains(&format!("\"container_id\":\"{id}\""))
+    }
+}
+
+/// `ctr events` running in the background, output collected to a file.
+pub struct Events {
+    child: Option<Child>,
+    pub path: PathBuf,
+    namespace: String,
+}
+
+impl Events {
+    fn start(c: &Ctr<'_>) -> Events {
+        let path = c.cd.dir.join(format!("events-{}.log", unique_id("ev")));
+        let file = match fs::File::create(&path) {
+            Ok(f) => f,
+            Err(e) => panic!("cannot create {}: {e}", path.display()),
+        };
+        let err = file
+            .try_clone()
+            .ok()
+            .map(Stdio::from)
+            .unwrap_or_else(Stdio::null);
+        let mut cmd = c.command();
+        cmd.arg("events")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err);
+        let child = match cmd.spawn() {
+            Ok(ch) => ch,
+            Err(e) => panic!("cannot spawn ctr events: {e}"),
+        };
+        let ev = Events {
+            child: Some(child),
+            path,
+            namespace: c.namespace.clone(),
+        };
+        // The subscription is asynchronous: poke containerd with namespace
+        // label updates until one shows up in the stream.
+        for i in 0..200 {
+            let probe = format!("e2e-probe-{i}");
+            let label = format!("{probe}=1");
+            let _ = c.ctr(&["namespaces", "label", &c.namespace, &label]);
+            let seen = wait_until(
+                Duration::from_millis(100),
+                Duration::from_millis(10),
+                || ev.raw().contains(&probe).then_some(()),
+            );
+            if seen.is_some() {
+                return ev;
+            }
+        }
+        panic!(
+            "ctr events did not deliver probe events within ~20s; output so far:\n{}{}",
+            ev.raw(),
+            c.log()
+        );
+    }
+
+    /// Raw collected output.
+    pub fn raw(&self) -> String {
+        fs::read(&self.path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// All parsed events (all namespaces).
+    pub fn all(&self) -> Vec<Event> {
+        self.raw()
+            .lines()
+            .filter_map(|l| {
+                // "<date> <time> <zone> <zone> <namespace> <topic> <json>"
+                let toks: Vec<&str> = l.split(' ').collect();
+                let ti = toks.iter().position(|t| t.starts_with('/'))?;
+                if ti == 0 {
+                    return None;
+                }
+                Some(Event {
+                    namespace: toks[ti - 1].to_string(),
+                    topic: toks[ti].to_string(),
+                    payload: toks[ti + 1..].join(" "),
+                })
+            })
+            .collect()
+    }
+
+    /// Topics (in order) of events in our namespace about container `id`.
+    pub fn topics_for(&self, id: &str) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .filter(|e| e.namespace == self.namespace && e.is_for_container(id))
+            .map(|e| e.topic)
+            .collect()
+    }
+
+    /// Wait until an event with `topic` for container `id` arrives.
+    pub fn wait_for(&self, id: &str, topic: &str, timeout: Duration) -> bool {
+        wait_until(timeout, Duration::from_millis(20), || {
+            self.topics_for(id).iter().any(|t| t == topic).then_some(())
+        })
+        .is_some()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Set of entries in /run/containerd/s (shim sockets).
+pub fn shim_socket_dir_entries() -> BTreeSet<String> {
+    fs::read_dir(SHIM_SOCKET_DIR)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Convenience: start containerd for `test`, or `None` when skipping.
+pub fn setup(test: &str) -> Option<Containerd> {
+    if !e2e_enabled(test) {
+        return None;
+    }
+    Some(Containerd::start(&[]))
+}

@@ -9,7 +9,10 @@
 //!    started: the init watcher waits for `running_execs` to drop to zero first.
 //! 3. Wait returns only after the process's TaskExit was queued, so a Delete (and its
 //!    TaskDelete) that follows a Wait can never overtake the exit event.
-//! 4. Output copied before the exit is reported: the watcher drains stdout/stderr (bounded by
+//! 4. TaskOOM of an OOM-killed init precedes its TaskExit: the init watcher re-reads the
+//!    cgroup's OOM-kill counter and publishes a pending TaskOOM before the exit, whichever of
+//!    the two notifications (eventfd/inotify vs. SIGCHLD) the runtime happened to wake first.
+//! 5. Output copied before the exit is reported: the watcher drains stdout/stderr (bounded by
 //!    [`DRAIN_BOUND`]) before publishing.
 
 use std::collections::HashMap;
@@ -17,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use containerd_shim_protos::events::task::{TaskExecStarted, TaskExit, TaskStart};
+use containerd_shim_protos::events::task::{TaskExecStarted, TaskExit, TaskOOM, TaskStart};
 use containerd_shim_protos::topics;
 use tokio::sync::{oneshot, watch};
 
+use crate::cgroups::ProcessCgroup;
 use crate::events::{timestamp, Publisher};
 use crate::process::{ExitInfo, Process};
 use crate::reaper::{Exit, Reaper};
@@ -39,6 +43,10 @@ pub struct Container {
     running_execs: watch::Sender<usize>,
     reaper: Arc<Reaper>,
     publisher: Publisher,
+    /// The init's cgroup (stats, OOM); None when the runtime put it nowhere we can read.
+    pub cgroup: Option<ProcessCgroup>,
+    /// OOM kills already reported with a TaskOOM.
+    oom_reported: Mutex<u64>,
 }
 
 /// Failure of a container operation, classified for the RPC layer.
@@ -150,6 +158,10 @@ impl Container {
             Err(e) => return Err(cleanup_err(&new.id, &new.runtime, e)),
         };
         let exit_rx = reaper.subscribe(pid, not_before);
+        let cgroup = ProcessCgroup::of_pid(pid)
+            .map_err(|e| log::warn!("no cgroup for {}: {e}", new.id))
+            .ok();
+        let oom_baseline = cgroup.as_ref().and_then(|c| c.oom_kills()).unwrap_or(0);
         let init = Arc::new(Process::new(&new.id, "", new.stdio, prepared.stdio));
         init.set_created(pid, exit_rx);
         Ok(Arc::new(Container {
@@ -164,7 +176,51 @@ impl Container {
             running_execs: watch::channel(0).0,
             reaper,
             publisher,
+            cgroup,
+            oom_reported: Mutex::new(oom_baseline),
         }))
+    }
+
+    /// Publishes TaskOOM for OOM kills not reported yet. `notified` says an OOM notification
+    /// arrived (then an event goes out even where the kill counter cannot be read).
+    fn report_oom(&self, notified: bool) {
+        let kills = self.cgroup.as_ref().and_then(|c| c.oom_kills());
+        let mut reported = self.oom_reported.lock().unwrap_or_else(|e| e.into_inner());
+        let publish = match kills {
+            Some(k) if k > *reported => {
+                *reported = k;
+                true
+            }
+            Some(_) => false,
+            None => notified,
+        };
+        drop(reported);
+        if publish {
+            let mut ev = TaskOOM::new();
+            ev.container_id = self.id.clone();
+            self.publisher.publish(topics::TASK_OOM_EVENT_TOPIC, &ev);
+        }
+    }
+
+    /// Watches the container's cgroup for OOM kills until the cgroup goes away.
+    pub fn watch_oom(self: &Arc<Self>) {
+        let Some(cgroup) = &self.cgroup else { return };
+        let mut rx = match cgroup.watch_oom() {
+            Ok(rx) => rx,
+            Err(e) => {
+                log::warn!("no OOM notifications for {}: {e}", self.id);
+                return;
+            }
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                match weak.upgrade() {
+                    Some(c) => c.report_oom(true),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// Starts the init process; publishes TaskStart, then watches for its exit.
@@ -198,6 +254,8 @@ impl Container {
 
     async fn watch_init(self: Arc<Self>, rx: oneshot::Receiver<Exit>) {
         let exit = received(rx, self.init.pid()).await;
+        // Invariant 4: an OOM kill that caused this exit is reported first.
+        self.report_oom(false);
         self.init.stdio.finish_output(DRAIN_BOUND).await;
         // Invariant 2: every started exec's exit goes out before the init's.
         let mut execs = self.running_execs.subscribe();

@@ -3,19 +3,7 @@
 //! `start` and `delete` are the actions containerd runs; without an action the binary is the
 //! serving daemon that `start` spawned. See `bootstrap` for each.
 
-mod bootstrap;
-mod cgroups;
-mod container;
-mod events;
-mod logger;
-mod mount;
-mod options;
-mod process;
-mod reaper;
-mod runtime;
-mod server;
-mod service;
-mod stdio;
+use tender::bootstrap;
 
 fn main() {
     let flags = match bootstrap::flags::parse(std::env::args().skip(1)) {

@@ -341,7 +341,7 @@ impl Task for Shim {
         creating.remove(&req.id);
         let c = result?;
         let pid = c.init.pid();
-        lock(&self.containers).insert(req.id.clone(), c);
+        lock(&self.containers).insert(req.id.clone(), c.clone());
         drop(creating);
 
         let mut ev = TaskCreate::new();
@@ -357,6 +357,7 @@ impl Task for Shim {
         ev.checkpoint = req.checkpoint.clone();
         ev.pid = pid as u32;
         self.publisher.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
+        c.watch_oom();
 
         let mut resp = api::CreateTaskResponse::new();
         resp.pid = pid as u32;
@@ -615,6 +616,28 @@ impl Task for Shim {
         let mut resp = api::WaitResponse::new();
         resp.exit_status = exit.status;
         resp.exited_at = Some(timestamp(exit.at)).into();
+        Ok(resp)
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> Result<api::StatsResponse> {
+        let c = self.container(&req.id)?;
+        let cgroup = c
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {} has no cgroup", c.id)))?;
+        let stats = cgroup.stats().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                status(Code::NOT_FOUND, format!("stats of {}: {e}", c.id))
+            } else {
+                status(Code::UNKNOWN, format!("stats of {}: {e}", c.id))
+            }
+        })?;
+        let mut resp = api::StatsResponse::new();
+        resp.stats = MessageField::some(stats);
         Ok(resp)
     }
 

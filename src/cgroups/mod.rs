@@ -61,8 +61,6 @@ pub fn move_to(path: &str, pid: u32) -> io::Result<()> {
 
 /// True on a pure cgroup v2 (unified) host: `/sys/fs/cgroup` itself is a cgroup2 mount.
 /// A hybrid host (v1 controllers plus a cgroup2 mount at `/sys/fs/cgroup/unified`) is not.
-// Not yet called outside tests; `allow` also keeps everything it reaches from being linted dead.
-#[allow(dead_code)]
 pub fn is_unified() -> bool {
     match nix::sys::statfs::statfs(ROOT) {
         Ok(st) => st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC,
@@ -74,7 +72,6 @@ pub fn is_unified() -> bool {
 ///
 /// Resolution happens once, in [`ProcessCgroup::of_pid`]; the process may exit afterwards, the
 /// directories stay valid until the cgroup is removed.
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessCgroup {
     layout: Layout,
@@ -118,7 +115,6 @@ impl V1Dirs {
     }
 }
 
-#[allow(dead_code)]
 impl ProcessCgroup {
     /// Resolves the cgroup(s) of `pid` from `/proc/<pid>/cgroup` and the cgroup mounts in
     /// `/proc/self/mountinfo`. Fails with the error of reading `/proc/<pid>/cgroup` (NotFound
@@ -131,6 +127,21 @@ impl ProcessCgroup {
                 io::ErrorKind::NotFound,
                 format!("no cgroup found for pid {pid}"),
             )
+        })
+    }
+
+    /// How many processes the kernel's OOM killer has killed in this cgroup so far
+    /// (`oom_kill` of memory.oom_control on v1, of memory.events on v2).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let (file, key) = match &self.layout {
+            Layout::V1(dirs) => (dirs.memory.as_ref()?.join("memory.oom_control"), "oom_kill"),
+            Layout::V2(dir) => (dir.join("memory.events"), "oom_kill"),
+        };
+        let content = std::fs::read_to_string(file).ok()?;
+        content.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == key).then_some(())?;
+            it.next()?.parse().ok()
         })
     }
 }

@@ -20,7 +20,6 @@ use super::{Layout, ProcessCgroup};
 /// Upper bound on the events one wake-up yields (a counter jump is reported one by one).
 const MAX_EVENTS_PER_WAKE: u64 = 64;
 
-#[allow(dead_code)]
 impl ProcessCgroup {
     /// Starts watching for OOM kills: returns a receiver that yields `()` once per OOM event
     /// (v1: per eventfd notification count; v2: per increase of `memory.events` `oom_kill`).
@@ -184,7 +183,7 @@ fn parse_inotify(buf: &[u8]) -> Vec<(i32, u32)> {
 }
 
 /// `oom_kill` from memory.events contents.
-fn oom_kill_count(content: &str) -> Option<u64> {
+pub(super) fn oom_kill_count(content: &str) -> Option<u64> {
     content.lines().find_map(|l| {
         let mut it = l.split_whitespace();
         (it.next()? == "oom_kill").then_some(())?;

@@ -21,7 +21,6 @@ pub const V1_METRICS_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
 /// The type URL of v2 metrics (`io.containerd.cgroups.v2.Metrics`).
 pub const V2_METRICS_TYPE_URL: &str = "io.containerd.cgroups.v2.Metrics";
 
-#[allow(dead_code)]
 impl ProcessCgroup {
     /// containerd's native metrics packed as an Any: type_url `io.containerd.cgroups.v1.Metrics`
     /// on v1/hybrid hosts, `io.containerd.cgroups.v2.Metrics` on unified hosts.

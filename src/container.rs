@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use containerd_shim_protos::events::task::{TaskExecStarted, TaskExit, TaskOOM, TaskStart};
@@ -28,7 +28,7 @@ use crate::cgroups::ProcessCgroup;
 use crate::events::{timestamp, Publisher};
 use crate::process::{ExitInfo, Process};
 use crate::reaper::{Exit, Reaper};
-use crate::runtime::{CreateOpts, ExecOpts, Runtime};
+use crate::runtime::{CreateOpts, ExecOpts, RestoreOpts, Runtime};
 use crate::stdio::{self, LoggerEnv, StdioSpec, DRAIN_BOUND};
 
 pub struct Container {
@@ -43,8 +43,10 @@ pub struct Container {
     running_execs: watch::Sender<usize>,
     reaper: Arc<Reaper>,
     publisher: Publisher,
-    /// The init's cgroup (stats, OOM); None when the runtime put it nowhere we can read.
-    pub cgroup: Option<ProcessCgroup>,
+    /// The init's cgroup (stats, OOM); unset when the runtime put it nowhere we can read.
+    pub cgroup: OnceLock<ProcessCgroup>,
+    /// For a container created from a checkpoint: what `start` needs to run `restore`.
+    restore: Mutex<Option<RestorePlan>>,
     /// OOM kills already reported with a TaskOOM.
     oom_reported: Mutex<u64>,
 }
@@ -75,6 +77,16 @@ pub struct NewContainer {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub io_owner: Option<(u32, u32)>,
+    /// Restore from this checkpoint image (with this CRIU work dir) instead of creating.
+    pub checkpoint: Option<(PathBuf, Option<PathBuf>)>,
+}
+
+/// A restore is create+start in one runtime call, so it runs at Start; Create only prepares.
+struct RestorePlan {
+    prepared: stdio::Prepared,
+    image: PathBuf,
+    work: Option<PathBuf>,
+    no_pivot: bool,
 }
 
 fn read_pid(path: &Path) -> Result<i32, OpError> {
@@ -111,6 +123,30 @@ impl Container {
         )
         .await
         .map_err(|e| OpError::Invalid(format!("stdio: {e}")))?;
+        let pid_file = new.bundle.join("init.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        if let Some((image, work)) = new.checkpoint.clone() {
+            let init = Arc::new(Process::new(
+                &new.id,
+                "",
+                new.stdio.clone(),
+                Default::default(),
+            ));
+            let plan = RestorePlan {
+                prepared,
+                image,
+                work,
+                no_pivot: new.no_pivot,
+            };
+            return Ok(Self::assemble(
+                new,
+                init,
+                reaper,
+                publisher,
+                None,
+                Some(plan),
+            ));
+        }
         let pid_file = new.bundle.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
         let console_path = prepared
@@ -158,13 +194,26 @@ impl Container {
             Err(e) => return Err(cleanup_err(&new.id, &new.runtime, e)),
         };
         let exit_rx = reaper.subscribe(pid, not_before);
-        let cgroup = ProcessCgroup::of_pid(pid)
-            .map_err(|e| log::warn!("no cgroup for {}: {e}", new.id))
-            .ok();
-        let oom_baseline = cgroup.as_ref().and_then(|c| c.oom_kills()).unwrap_or(0);
-        let init = Arc::new(Process::new(&new.id, "", new.stdio, prepared.stdio));
+        let init = Arc::new(Process::new(&new.id, "", new.stdio.clone(), prepared.stdio));
         init.set_created(pid, exit_rx);
-        Ok(Arc::new(Container {
+        let cgroup = cgroup_of(&new.id, pid);
+        Ok(Self::assemble(new, init, reaper, publisher, cgroup, None))
+    }
+
+    fn assemble(
+        new: NewContainer,
+        init: Arc<Process>,
+        reaper: Arc<Reaper>,
+        publisher: Publisher,
+        cgroup: Option<ProcessCgroup>,
+        restore: Option<RestorePlan>,
+    ) -> Arc<Container> {
+        let oom_baseline = cgroup.as_ref().and_then(|c| c.oom_kills()).unwrap_or(0);
+        let cell = OnceLock::new();
+        if let Some(cg) = cgroup {
+            let _ = cell.set(cg);
+        }
+        Arc::new(Container {
             id: new.id,
             namespace: new.namespace,
             bundle: new.bundle,
@@ -176,15 +225,16 @@ impl Container {
             running_execs: watch::channel(0).0,
             reaper,
             publisher,
-            cgroup,
+            cgroup: cell,
+            restore: Mutex::new(restore),
             oom_reported: Mutex::new(oom_baseline),
-        }))
+        })
     }
 
     /// Publishes TaskOOM for OOM kills not reported yet. `notified` says an OOM notification
     /// arrived (then an event goes out even where the kill counter cannot be read).
     fn report_oom(&self, notified: bool) {
-        let kills = self.cgroup.as_ref().and_then(|c| c.oom_kills());
+        let kills = self.cgroup.get().and_then(|c| c.oom_kills());
         let mut reported = self.oom_reported.lock().unwrap_or_else(|e| e.into_inner());
         let publish = match kills {
             Some(k) if k > *reported => {
@@ -204,7 +254,9 @@ impl Container {
 
     /// Watches the container's cgroup for OOM kills until the cgroup goes away.
     pub fn watch_oom(self: &Arc<Self>) {
-        let Some(cgroup) = &self.cgroup else { return };
+        let Some(cgroup) = self.cgroup.get() else {
+            return;
+        };
         let mut rx = match cgroup.watch_oom() {
             Ok(rx) => rx,
             Err(e) => {
@@ -226,14 +278,21 @@ impl Container {
     /// Starts the init process; publishes TaskStart, then watches for its exit.
     pub async fn start(self: &Arc<Self>) -> Result<i32, OpError> {
         self.init.begin_start()?;
-        let result = self.runtime.start(&self.id).await;
+        let plan = self
+            .restore
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let result = match plan {
+            Some(plan) => self.run_restore(plan).await,
+            None => self
+                .runtime
+                .start(&self.id)
+                .await
+                .map_err(|e| OpError::Internal(format!("start container {}: {e}", self.id))),
+        };
         let exit_rx = self.init.end_start(result.is_ok());
-        if let Err(e) = result {
-            return Err(OpError::Internal(format!(
-                "start container {}: {e}",
-                self.id
-            )));
-        }
+        result?;
         let pid = self.init.pid();
         let mut ev = TaskStart::new();
         ev.container_id = self.id.clone();
@@ -243,6 +302,44 @@ impl Container {
             tokio::spawn(self.clone().watch_init(rx));
         }
         Ok(pid)
+    }
+
+    /// `restore --detach`: creates and starts the init from the checkpoint image.
+    async fn run_restore(self: &Arc<Self>, mut plan: RestorePlan) -> Result<(), OpError> {
+        let pid_file = self.bundle.join("init.pid");
+        let console_path = plan
+            .prepared
+            .console_socket
+            .as_ref()
+            .map(|c| c.path().to_path_buf());
+        let runtime_io = std::mem::take(&mut plan.prepared.runtime_io);
+        let not_before = Instant::now();
+        let restore = self.runtime.restore(
+            &self.id,
+            RestoreOpts {
+                bundle: &self.bundle,
+                pid_file: &pid_file,
+                image_path: &plan.image,
+                work_path: plan.work.as_deref(),
+                console_socket: console_path.as_deref(),
+                no_pivot: plan.no_pivot,
+                io: runtime_io,
+            },
+        );
+        let (restored, attached) = tokio::join!(restore, plan.prepared.attach_console());
+        restored.map_err(|e| OpError::Internal(format!("restore container {}: {e}", self.id)))?;
+        attached.map_err(|e| OpError::Internal(format!("terminal: {e}")))?;
+        let pid = read_pid(&pid_file)?;
+        self.init
+            .stdio
+            .adopt(std::mem::take(&mut plan.prepared.stdio));
+        self.init
+            .set_created(pid, self.reaper.subscribe(pid, not_before));
+        if let Some(cg) = cgroup_of(&self.id, pid) {
+            let _ = self.cgroup.set(cg);
+            self.watch_oom();
+        }
+        Ok(())
     }
 
     /// The init was killed before it was started: its exit still has to be handled.
@@ -434,6 +531,12 @@ impl Container {
     pub fn reaper(&self) -> &Arc<Reaper> {
         &self.reaper
     }
+}
+
+fn cgroup_of(id: &str, pid: i32) -> Option<ProcessCgroup> {
+    ProcessCgroup::of_pid(pid)
+        .map_err(|e| log::warn!("no cgroup for {id}: {e}"))
+        .ok()
 }
 
 async fn received(rx: oneshot::Receiver<Exit>, pid: i32) -> ExitInfo {

@@ -61,6 +61,31 @@ pub struct CreateOpts<'a> {
     pub io: ProcessIo,
 }
 
+/// `checkpoint` flags (CRIU), from containerd's CheckpointOptions.
+#[derive(Default, Debug)]
+pub struct CheckpointOpts {
+    pub image_path: PathBuf,
+    pub work_path: Option<PathBuf>,
+    /// Stop the container after the dump (otherwise `--leave-running`).
+    pub exit: bool,
+    pub open_tcp: bool,
+    pub external_unix_sockets: bool,
+    pub terminal: bool,
+    pub file_locks: bool,
+    pub empty_namespaces: Vec<String>,
+    pub cgroups_mode: String,
+}
+
+pub struct RestoreOpts<'a> {
+    pub bundle: &'a Path,
+    pub pid_file: &'a Path,
+    pub image_path: &'a Path,
+    pub work_path: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub io: ProcessIo,
+}
+
 pub struct ExecOpts<'a> {
     pub process_json: &'a Path,
     pub pid_file: &'a Path,
@@ -246,6 +271,73 @@ impl Runtime {
         let mut cmd = self.command(&args);
         opts.io.apply(&mut cmd);
         self.run(cmd, false, "exec").await.map(drop)
+    }
+
+    pub async fn checkpoint(&self, id: &str, opts: &CheckpointOpts) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            opts.image_path.clone().into(),
+        ];
+        if let Some(work) = &opts.work_path {
+            args.push("--work-path".into());
+            args.push(work.clone().into());
+        }
+        if !opts.exit {
+            args.push("--leave-running".into());
+        }
+        for (on, flag) in [
+            (opts.open_tcp, "--tcp-established"),
+            (opts.external_unix_sockets, "--ext-unix-sk"),
+            (opts.terminal, "--shell-job"),
+            (opts.file_locks, "--file-locks"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+        for ns in &opts.empty_namespaces {
+            args.push("--empty-ns".into());
+            args.push(ns.into());
+        }
+        if !opts.cgroups_mode.is_empty() {
+            args.push("--manage-cgroups-mode".into());
+            args.push(opts.cgroups_mode.clone().into());
+        }
+        args.push(id.into());
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let mut cmd = self.command(&refs);
+        ProcessIo::default().apply(&mut cmd);
+        self.run(cmd, false, "checkpoint").await.map(drop)
+    }
+
+    /// Creates and starts the container from a checkpoint image (`restore --detach`).
+    pub async fn restore(&self, id: &str, opts: RestoreOpts<'_>) -> Result<()> {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "restore".as_ref(),
+            "--detach".as_ref(),
+            "--bundle".as_ref(),
+            opts.bundle.as_os_str(),
+            "--pid-file".as_ref(),
+            opts.pid_file.as_os_str(),
+            "--image-path".as_ref(),
+            opts.image_path.as_os_str(),
+        ];
+        if let Some(work) = opts.work_path {
+            args.push("--work-path".as_ref());
+            args.push(work.as_os_str());
+        }
+        if let Some(sock) = opts.console_socket {
+            args.push("--console-socket".as_ref());
+            args.push(sock.as_os_str());
+        }
+        if opts.no_pivot {
+            args.push("--no-pivot".as_ref());
+        }
+        args.push(id.as_ref());
+        let mut cmd = self.command(&args);
+        opts.io.apply(&mut cmd);
+        self.run(cmd, false, "restore").await.map(drop)
     }
 
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {

@@ -16,8 +16,9 @@ use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskIO, TaskPaused, TaskResumed,
 };
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::MessageField;
-use containerd_shim_protos::shim::oci::ProcessDetails;
+use containerd_shim_protos::shim::oci::{CheckpointOptions, ProcessDetails};
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
@@ -29,7 +30,7 @@ use crate::mount::{self, MountSpec};
 use crate::options::Options;
 use crate::process::{Process, Status};
 use crate::reaper::Reaper;
-use crate::runtime::Runtime;
+use crate::runtime::{CheckpointOpts, Runtime};
 use crate::stdio::StdioSpec;
 
 /// File in the bundle that tells the `delete` action which runtime to clean up with.
@@ -182,12 +183,6 @@ impl Shim {
                 ),
             ));
         }
-        if !req.checkpoint.is_empty() {
-            return Err(status(
-                Code::UNIMPLEMENTED,
-                "restore from checkpoint is not supported yet",
-            ));
-        }
         let create_opts = Options::from_any(req.options.as_ref())
             .map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
         let opts = self.start_options.merged_with(&create_opts);
@@ -206,6 +201,16 @@ impl Shim {
 
         let rootfs = bundle.join("rootfs");
         let mounted = mount_rootfs(req, &rootfs)?;
+        let checkpoint = if req.checkpoint.is_empty() {
+            None
+        } else {
+            let image = checked_path("checkpoint", &req.checkpoint)?;
+            let work = match opts.criu_work_path.as_str() {
+                "" => None,
+                p => Some(checked_path("CriuWorkPath", p)?),
+            };
+            Some((image, work))
+        };
         let io_owner = (opts.io_uid != 0 || opts.io_gid != 0).then_some((opts.io_uid, opts.io_gid));
         let new = NewContainer {
             id: req.id.clone(),
@@ -222,6 +227,7 @@ impl Shim {
             no_pivot: opts.no_pivot_root,
             no_new_keyring: opts.no_new_keyring,
             io_owner,
+            checkpoint,
         };
         match Container::create(new, self.reaper.clone(), self.publisher.clone(), &bundle).await {
             Ok(c) => Ok(c),
@@ -290,6 +296,17 @@ impl Shim {
         resp.exited_at = Some(exited_at).into();
         Ok(resp)
     }
+}
+
+/// An absolute path without NUL, from an untrusted field.
+fn checked_path(what: &str, p: &str) -> Result<PathBuf> {
+    if p.contains('\0') || !p.starts_with('/') {
+        return Err(status(
+            Code::INVALID_ARGUMENT,
+            format!("{what} must be an absolute path, got {p:?}"),
+        ));
+    }
+    Ok(PathBuf::from(p))
 }
 
 fn mount_rootfs(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<bool> {
@@ -619,6 +636,73 @@ impl Task for Shim {
         Ok(resp)
     }
 
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
+    ) -> Result<Empty> {
+        let c = self.container(&req.id)?;
+        if !matches!(c.init.status(), Status::Running | Status::Paused) {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running", c.id),
+            ));
+        }
+        // containerd.runc.v1.CheckpointOptions and the older containerd.linux.runc
+        // CheckpointOptions share their field numbers, so one decoder serves both.
+        let o = match req.options.as_ref() {
+            Some(any) if !any.value.is_empty() => {
+                let name = any.type_url.rsplit('/').next().unwrap_or("");
+                if !matches!(
+                    name,
+                    "containerd.runc.v1.CheckpointOptions"
+                        | "containerd.linux.runc.CheckpointOptions"
+                ) {
+                    return Err(status(
+                        Code::INVALID_ARGUMENT,
+                        format!("unknown checkpoint options type {name:?}"),
+                    ));
+                }
+                CheckpointOptions::parse_from_bytes(&any.value).map_err(|e| {
+                    status(
+                        Code::INVALID_ARGUMENT,
+                        format!("bad checkpoint options: {e}"),
+                    )
+                })?
+            }
+            _ => CheckpointOptions::new(),
+        };
+        let image = if o.image_path.is_empty() {
+            req.path.clone()
+        } else {
+            o.image_path.clone()
+        };
+        let image_path = checked_path("checkpoint image path", &image)?;
+        let work_path = match (
+            o.work_path.as_str(),
+            self.start_options.criu_work_path.as_str(),
+        ) {
+            ("", "") => None,
+            ("", p) | (p, _) => Some(checked_path("checkpoint work path", p)?),
+        };
+        let opts = CheckpointOpts {
+            image_path,
+            work_path,
+            exit: o.exit,
+            open_tcp: o.open_tcp,
+            external_unix_sockets: o.external_unix_sockets,
+            terminal: o.terminal,
+            file_locks: o.file_locks,
+            empty_namespaces: o.empty_namespaces.clone(),
+            cgroups_mode: o.cgroups_mode.clone(),
+        };
+        c.runtime
+            .checkpoint(&c.id, &opts)
+            .await
+            .map_err(|e| status(Code::UNKNOWN, format!("checkpoint {}: {e}", c.id)))?;
+        Ok(Empty::new())
+    }
+
     async fn stats(
         &self,
         _ctx: &TtrpcContext,
@@ -627,7 +711,7 @@ impl Task for Shim {
         let c = self.container(&req.id)?;
         let cgroup = c
             .cgroup
-            .as_ref()
+            .get()
             .ok_or_else(|| status(Code::NOT_FOUND, format!("container {} has no cgroup", c.id)))?;
         let stats = cgroup.stats().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -1,0 +1,480 @@
+//! Kubernetes end to end: a real containerd 1.6 with its built-in CRI plugin, a runtime
+//! handler `tender` (`runtime_type = "io.containerd.tender.v2"` plus an `options` table that
+//! reaches the shim as CRI's runtimeoptions TOML), driven through the CRI gRPC API exactly as
+//! the kubelet drives it: a pod sandbox, containers in it, exec, logs, OOM, stop with grace
+//! periods, pod teardown. One Tender shim must serve the whole pod and leave nothing behind.
+//!
+//! Needs root, containerd, runc and the CNI plugins (`make deps`); skips otherwise, fails when
+//! `CI=true`.
+
+mod common;
+mod cri;
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::shim_binary_name;
+use cri::api::{self, ContainerState};
+use cri::{is_state, CriNode};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn container(name: &str, command: &[&str], memory_limit: i64) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: common::IMAGE_REF.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(api::LinuxContainerConfig {
+            resources: Some(api::LinuxContainerResources {
+                memory_limit_in_bytes: memory_limit,
+                ..Default::default()
+            }),
+            // As the kubelet sends it: the pod's network and IPC, a PID namespace of its own.
+            security_context: Some(api::LinuxContainerSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    network: api::NamespaceMode::Pod as i32,
+                    pid: api::NamespaceMode::Container as i32,
+                    ipc: api::NamespaceMode::Pod as i32,
+                    target_id: String::new(),
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Shim processes of the runtime under test serving this containerd (argv[0] ends with the
+/// shim binary's name and argv mentions the private containerd's socket).
+fn pod_shims(node: &CriNode) -> Vec<(u32, String)> {
+    let bin = shim_binary_name(&node.cd.runtime);
+    node.cd
+        .shim_processes()
+        .into_iter()
+        .filter(|(_, cmd)| {
+            cmd.split(' ')
+                .next()
+                .is_some_and(|argv0| argv0.ends_with(&bin))
+        })
+        .collect()
+}
+
+fn read_log(path: &Path) -> Vec<u8> {
+    fs::read(path).unwrap_or_default()
+}
+
+#[test]
+fn pod_lifecycle_through_cri_with_one_shim_per_pod() {
+    const TEST: &str = "pod_lifecycle_through_cri_with_one_shim_per_pod";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    let started = Instant::now();
+    let node = CriNode::start();
+    let cri = &node.cri;
+    let diag = || node.log_tail(60);
+
+    let v = cri.version().expect("CRI Version");
+    assert_eq!(v.runtime_name, "containerd", "{v:?}");
+    assert_eq!(v.runtime_api_version, "v1", "{v:?}");
+
+    // ---- the pod -------------------------------------------------------------------------
+    let pod_cfg = node.pod_config("tender-pod");
+    let pod = cri
+        .run_pod_sandbox(&pod_cfg, cri::HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox(handler=tender): {e}\n{}", diag()));
+    let st = cri
+        .pod_sandbox_status(&pod, true)
+        .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}\n{}", diag()));
+    let status = st.status.clone().expect("sandbox status");
+    assert_eq!(
+        status.state,
+        api::PodSandboxState::Ready as i32,
+        "{status:?}"
+    );
+    let ip = status.network.clone().map(|n| n.ip).unwrap_or_default();
+    let prefix = node.subnet.trim_end_matches("0/24");
+    assert!(
+        ip.starts_with(prefix),
+        "pod IP {ip:?} is not from the private CNI subnet {}",
+        node.subnet
+    );
+    let netns = cri::netns_path(&st).unwrap_or_else(|| {
+        panic!(
+            "no network namespace path in the verbose sandbox status: {:?}",
+            st.info
+        )
+    });
+    node.track_netns(&netns);
+    assert!(netns.exists(), "pod netns {} missing", netns.display());
+    let log_dir = Path::new(&pod_cfg.log_directory).to_path_buf();
+
+    // ---- two long-running containers -----------------------------------------------------
+    let sleeper = cri
+        .create_container(&pod, &container("sleeper", &["sleep", "1000"], 0), &pod_cfg)
+        .unwrap_or_else(|e| panic!("CreateContainer sleeper: {e}\n{}", diag()));
+    // What `talker` prints on stdout: ordinary lines, an empty line, a tab, and one line
+    // longer than max_container_log_line_size (16 KiB), which CRI splits into P + F entries.
+    let talker_script = "echo 'line 1'; echo 'line 2 with  two spaces'; echo; \
+                         printf 'tab\\there\\n'; head -c 20000 /dev/zero | tr '\\0' a; echo; \
+                         echo 'to stderr' >&2; echo 'last line'; exec sleep 1000";
+    let mut expected_stdout = b"line 1\nline 2 with  two spaces\n\ntab\there\n".to_vec();
+    expected_stdout.extend(std::iter::repeat_n(b'a', 20000));
+    expected_stdout.extend_from_slice(b"\nlast line\n");
+    let talker = cri
+        .create_container(
+            &pod,
+            &container("talker", &["sh", "-c", talker_script], 0),
+            &pod_cfg,
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer talker: {e}\n{}", diag()));
+    for id in [&sleeper, &talker] {
+        cri.start_container(id)
+            .unwrap_or_else(|e| panic!("StartContainer {id}: {e}\n{}", diag()));
+    }
+    for id in [&sleeper, &talker] {
+        let (ok, last) = cri.wait_container(id, WAIT, |s| is_state(s, ContainerState::Running));
+        assert!(ok, "{id} not RUNNING: {last:?}\n{}", diag());
+    }
+
+    // One shim serves the sandbox and both containers.
+    let shims = pod_shims(&node);
+    assert_eq!(
+        shims.len(),
+        1,
+        "expected exactly one {} process for the pod, found {shims:#?}",
+        shim_binary_name(&node.cd.runtime)
+    );
+    let shim_pid = shims[0].0;
+    let pod_address = node
+        .shim_address(&pod)
+        .unwrap_or_else(|| panic!("no shim address recorded for the sandbox {pod}"));
+    let same_shim = |id: &str| {
+        assert_eq!(
+            node.shim_address(id).as_deref(),
+            Some(pod_address.as_str()),
+            "container {id} is not served by the pod's shim"
+        );
+    };
+    same_shim(&sleeper);
+    same_shim(&talker);
+    // The handler's options table reached the shim: runc runs with Root = <dir>/runc.
+    for id in [&pod, &sleeper, &talker] {
+        let state = node.runc_root.join(cri::K8S_NAMESPACE).join(id);
+        assert!(
+            state.join("state.json").is_file(),
+            "runc state of {id} is not under the Root of the handler's options ({})",
+            state.display()
+        );
+    }
+
+    // ---- ExecSync ------------------------------------------------------------------------
+    let r = cri
+        .exec_sync(
+            &sleeper,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            10,
+        )
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", diag()));
+    assert_eq!(r.stdout, b"out\n", "ExecSync stdout");
+    assert_eq!(r.stderr, b"err\n", "ExecSync stderr");
+    assert_eq!(r.exit_code, 3, "ExecSync exit code");
+    let r = cri
+        .exec_sync(&talker, &["cat", "/proc/1/cmdline"], 10)
+        .unwrap_or_else(|e| panic!("ExecSync talker: {e}\n{}", diag()));
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(
+        r.stdout, b"sleep\x001000\x00",
+        "the talker's pid 1 after exec"
+    );
+
+    // ---- streaming Exec (containerd's streaming server, websocket) ----------------------
+    let url = cri
+        .exec_url(
+            &sleeper,
+            &["sh", "-c", "echo streamed; echo oops >&2; exit 5"],
+        )
+        .unwrap_or_else(|e| panic!("Exec: {e}\n{}", diag()));
+    let ex = cri::stream_exec(&url, WAIT).unwrap_or_else(|e| panic!("{e}\n{}", diag()));
+    assert_eq!(ex.stdout, b"streamed\n", "streamed stdout: {ex:?}");
+    assert_eq!(ex.stderr, b"oops\n", "streamed stderr: {ex:?}");
+    assert_eq!(ex.exit_code, Some(5), "streamed exit status: {ex:?}");
+
+    // ---- container logs: CRI format, byte-exact ------------------------------------------
+    let talker_log = log_dir.join("talker.log");
+    let complete = common::wait_until(WAIT, Duration::from_millis(50), || {
+        let lines = cri::parse_cri_log(&read_log(&talker_log)).ok()?;
+        (cri::stream_bytes(&lines, "stdout") == expected_stdout
+            && cri::stream_bytes(&lines, "stderr") == b"to stderr\n")
+            .then_some(lines)
+    });
+    let Some(lines) = complete else {
+        let raw = read_log(&talker_log);
+        panic!(
+            "talker's CRI log {} is not exactly what it printed; parse: {:?}\nraw ({} bytes): {:?}",
+            talker_log.display(),
+            cri::parse_cri_log(&raw).map(|l| l.len()),
+            raw.len(),
+            String::from_utf8_lossy(&raw[..raw.len().min(600)])
+        );
+    };
+    let long: Vec<&cri::LogLine> = lines
+        .iter()
+        .filter(|l| l.content.first() == Some(&b'a'))
+        .collect();
+    assert!(
+        long.len() >= 2
+            && long[..long.len() - 1].iter().all(|l| l.tag == "P")
+            && long[long.len() - 1].tag == "F",
+        "the 20000-byte line must be split into P entries and a final F entry: {:?}",
+        long.iter()
+            .map(|l| (l.tag.clone(), l.content.len()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.stream == "stdout" && l.tag == "F" && l.content.is_empty()),
+        "the empty line must be logged as an empty F entry"
+    );
+
+    // ---- exits: OOMKilled / Completed / Error --------------------------------------------
+    let hog = cri
+        .create_container(
+            &pod,
+            &container(
+                "hog",
+                &["sh", "-c", "x=aaaaaaaa; while :; do x=$x$x; done"],
+                32 << 20,
+            ),
+            &pod_cfg,
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer hog: {e}\n{}", diag()));
+    let done = cri
+        .create_container(
+            &pod,
+            &container("done", &["sh", "-c", "echo bye"], 0),
+            &pod_cfg,
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer done: {e}\n{}", diag()));
+    let fail = cri
+        .create_container(
+            &pod,
+            &container("fail", &["sh", "-c", "exit 2"], 0),
+            &pod_cfg,
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer fail: {e}\n{}", diag()));
+    for id in [&hog, &done, &fail] {
+        cri.start_container(id)
+            .unwrap_or_else(|e| panic!("StartContainer {id}: {e}\n{}", diag()));
+        same_shim(id);
+    }
+    let exited = |id: &str| {
+        let (ok, last) = cri.wait_container(id, WAIT, |s| is_state(s, ContainerState::Exited));
+        assert!(ok, "{id} did not exit: {last:?}\n{}", diag());
+        last.expect("status")
+    };
+    let s = exited(&hog);
+    assert_eq!(
+        (s.reason.as_str(), s.exit_code),
+        ("OOMKilled", 137),
+        "a container over its memory limit: {s:?}"
+    );
+    let s = exited(&done);
+    assert_eq!((s.reason.as_str(), s.exit_code), ("Completed", 0), "{s:?}");
+    let s = exited(&fail);
+    assert_eq!((s.reason.as_str(), s.exit_code), ("Error", 2), "{s:?}");
+
+    // ---- StopContainer with a grace period -----------------------------------------------
+    let termer = cri
+        .create_container(
+            &pod,
+            &container(
+                "termer",
+                &[
+                    "sh",
+                    "-c",
+                    "trap 'exit 143' TERM; echo ready; sleep 1000 & wait",
+                ],
+                0,
+            ),
+            &pod_cfg,
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer termer: {e}\n{}", diag()));
+    let stubborn = cri
+        .create_container(
+            &pod,
+            &container(
+                "stubborn",
+                &["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"],
+                0,
+            ),
+            &pod_cfg,
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer stubborn: {e}\n{}", diag()));
+    for (id, name) in [(&termer, "termer"), (&stubborn, "stubborn")] {
+        cri.start_container(id)
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", diag()));
+        same_shim(id);
+        // The trap is set once `ready` is logged.
+        let log = log_dir.join(format!("{name}.log"));
+        let ready = common::wait_until(WAIT, Duration::from_millis(25), || {
+            let lines = cri::parse_cri_log(&read_log(&log)).ok()?;
+            (cri::stream_bytes(&lines, "stdout") == b"ready\n").then_some(())
+        });
+        assert!(ready.is_some(), "{name} never logged `ready`\n{}", diag());
+    }
+    let t = Instant::now();
+    cri.stop_container(&termer, 10)
+        .unwrap_or_else(|e| panic!("StopContainer termer: {e}\n{}", diag()));
+    let took = t.elapsed();
+    let s = cri.container_status(&termer).expect("status termer");
+    assert!(is_state(&s, ContainerState::Exited), "{s:?}");
+    assert_eq!(
+        s.exit_code, 143,
+        "TERM trap exits 143 within the grace period: {s:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "termer exited on TERM, StopContainer should not wait out the grace period ({took:?})"
+    );
+    let t = Instant::now();
+    cri.stop_container(&stubborn, 2)
+        .unwrap_or_else(|e| panic!("StopContainer stubborn: {e}\n{}", diag()));
+    let took = t.elapsed();
+    let s = cri.container_status(&stubborn).expect("status stubborn");
+    assert!(is_state(&s, ContainerState::Exited), "{s:?}");
+    assert_eq!(
+        s.exit_code, 137,
+        "TERM ignored → SIGKILL after the grace period: {s:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900),
+        "SIGKILL came before the 2 s grace period ended ({took:?})"
+    );
+
+    // ---- RemoveContainer -----------------------------------------------------------------
+    let removed = [&hog, &done, &fail, &termer, &stubborn];
+    for id in removed {
+        cri.remove_container(id)
+            .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}\n{}", diag()));
+    }
+    let listed: Vec<String> = cri
+        .list_containers(&pod)
+        .expect("ListContainers")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    for id in removed {
+        assert!(
+            !listed.contains(id),
+            "{id} still listed after RemoveContainer"
+        );
+        let m = cri::mounts_mentioning(&[id]);
+        assert!(
+            m.is_empty(),
+            "mounts of removed container {id} remain: {m:?}"
+        );
+    }
+    let shims = pod_shims(&node);
+    assert_eq!(
+        shims.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![shim_pid],
+        "the pod's one shim must have served every container: {shims:#?}"
+    );
+
+    // ---- StopPodSandbox kills every container of the pod; RemovePodSandbox --------------
+    cri.stop_pod_sandbox(&pod)
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", diag()));
+    for id in [&sleeper, &talker] {
+        let s = cri
+            .container_status(id)
+            .expect("status after StopPodSandbox");
+        assert!(
+            is_state(&s, ContainerState::Exited),
+            "{id} still alive after StopPodSandbox: {s:?}"
+        );
+    }
+    let st = cri
+        .pod_sandbox_status(&pod, false)
+        .expect("PodSandboxStatus");
+    assert_eq!(
+        st.status.map(|s| s.state),
+        Some(api::PodSandboxState::NotReady as i32)
+    );
+    cri.remove_pod_sandbox(&pod)
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", diag()));
+    let err = cri
+        .pod_sandbox_status(&pod, false)
+        .expect_err("sandbox still known after RemovePodSandbox");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(cri
+        .list_containers(&pod)
+        .expect("ListContainers")
+        .is_empty());
+
+    // Nothing of the pod is left: no shim, no mount, no network namespace.
+    let gone = common::wait_until(WAIT, Duration::from_millis(50), || {
+        pod_shims(&node).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "shim still running after the pod was removed: {:#?}\n{}",
+        pod_shims(&node),
+        diag()
+    );
+    let m = cri::mounts_mentioning(&[&pod, &sleeper, &talker]);
+    assert!(m.is_empty(), "mounts of the pod remain: {m:?}");
+    let ns = netns.display().to_string();
+    assert!(!netns.exists(), "pod network namespace {ns} remains");
+    let m = common::mounts_containing(&ns);
+    assert!(m.is_empty(), "pod network namespace still mounted: {m:?}");
+    let cg: Vec<_> = cri::cgroup_roots(&node.cgroup_parent)
+        .into_iter()
+        .flat_map(|r| fs::read_dir(r).into_iter().flatten().flatten())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    assert!(cg.is_empty(), "container cgroups remain: {cg:?}");
+
+    common::notice(&format!("{TEST}: {:?}", started.elapsed()));
+}
+
+/// The CRI log parser and the exec status decoding the e2e test relies on (no root needed).
+#[test]
+fn cri_log_format_parser() {
+    let log = b"2024-05-01T10:00:00.000000001Z stdout F line 1\n\
+                2024-05-01T10:00:00.000000002Z stdout P par\n\
+                2024-05-01T10:00:00.000000003Z stdout F tial\n\
+                2024-05-01T10:00:00.000000004+02:00 stderr F \n\
+                2024-05-01T10:00:00.000000005Z stdout F two  spaces\n";
+    let lines = cri::parse_cri_log(log).expect("valid CRI log");
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        cri::stream_bytes(&lines, "stdout"),
+        b"line 1\npartial\ntwo  spaces\n"
+    );
+    assert_eq!(cri::stream_bytes(&lines, "stderr"), b"\n");
+    assert!(cri::parse_cri_log(b"2024-05-01T10:00:00Z stdout F no newline").is_err());
+    assert!(cri::parse_cri_log(b"2024-05-01T10:00:00Z stdin F x\n").is_err());
+    assert!(cri::parse_cri_log(b"2024-05-01T10:00:00Z stdout X x\n").is_err());
+    assert!(cri::parse_cri_log(b"yesterday stdout F x\n").is_err());
+    assert!(cri::parse_cri_log(b"2024-05-01T10:00:00Z stdout F\n").is_err());
+
+    // v4.channel.k8s.io status documents.
+    assert_eq!(
+        cri::exit_code_of_status(r#"{"metadata":{},"status":"Success"}"#),
+        Some(0)
+    );
+    let failure = r#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"5"}]}}"#;
+    assert_eq!(cri::exit_code_of_status(failure), Some(5));
+    assert_eq!(cri::exit_code_of_status(""), None);
+}

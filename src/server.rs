@@ -5,7 +5,8 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use containerd_shim_protos::shim_async::create_task;
-use ttrpc::asynchronous::{Server, Service};
+use ttrpc::asynchronous::{MethodHandler, Server, Service, TtrpcContext};
+use ttrpc::{Request, Response};
 
 use crate::service::Shim;
 
@@ -20,7 +21,46 @@ pub fn services(shim: Arc<Shim>) -> HashMap<String, Service> {
     if let Some(svc) = v2.remove(TASK_V3) {
         map.insert(TASK_V2.to_string(), svc);
     }
+    for svc in map.values_mut() {
+        let methods = std::mem::take(&mut svc.methods);
+        svc.methods = methods
+            .into_iter()
+            .map(|(name, handler)| {
+                let handler: Box<dyn MethodHandler + Send + Sync> = if name == "Wait" {
+                    handler // only waits: safe to drop when the caller gives up
+                } else {
+                    Box::new(RunToCompletion(Arc::from(handler)))
+                };
+                (name, handler)
+            })
+            .collect();
+    }
     map
+}
+
+/// Runs a request to its end even when the caller stops waiting.
+///
+/// ttrpc drops the handler's future when the request's deadline (`timeout_nano`, from the
+/// caller's context) passes. Dropped halfway, a Create would leave its ID reserved forever, a
+/// mounted rootfs and a runtime container nobody tracks; a Start would leave the process
+/// "starting" for good (neither startable nor deletable). So every handler but Wait runs in its
+/// own task: the caller still gets DEADLINE_EXCEEDED, and the shim's state stays whole — the
+/// container exists or it does not, and the follow-up Delete works. A handler that panics
+/// becomes an INTERNAL error instead of a request that is never answered.
+struct RunToCompletion(Arc<dyn MethodHandler + Send + Sync>);
+
+#[async_trait::async_trait]
+impl MethodHandler for RunToCompletion {
+    async fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
+        let inner = self.0.clone();
+        match tokio::spawn(async move { inner.handler(ctx, req).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INTERNAL,
+                format!("request handler failed: {e}"),
+            ))),
+        }
+    }
 }
 
 pub fn build(shim: Arc<Shim>, listener_fd: RawFd) -> Result<Server, String> {

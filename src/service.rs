@@ -147,6 +147,17 @@ impl Shim {
         lock(&self.containers).is_empty() && lock(&self.creating).is_empty()
     }
 
+    /// Waits (bounded) while a Create of `id` is still running. A Create whose caller gave up
+    /// (deadline passed) keeps running to its end (see `server::RunToCompletion`); the Delete
+    /// containerd sends right after such a failure must find the container, not race it.
+    async fn create_settled(&self, id: &str) {
+        const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + BOUND;
+        while lock(&self.creating).contains(id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     fn container(&self, id: &str) -> Result<Arc<Container>> {
         validate_id("container id", id)?;
         lock(&self.containers)
@@ -425,6 +436,7 @@ impl Task for Shim {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> Result<api::DeleteResponse> {
+        self.create_settled(&req.id).await;
         let (c, p) = self.process(&req.id, &req.exec_id)?;
         if p.is_init() {
             return self.delete_container(c).await;
@@ -521,6 +533,18 @@ impl Task for Shim {
                     }
                 })?;
             c.watch_unstarted_init();
+            // A frozen (cgroup v1 freezer) init does not die before it is thawed. runc thaws
+            // the cgroup for SIGKILL itself, crun does not; containerd expects `kill -9` (and
+            // `ctr task delete -f`) of a paused task to end it whatever the runtime: thaw it.
+            if req.signal == libc::SIGKILL as u32 && p.status() == Status::Paused {
+                match c.runtime.simple("resume", &c.id).await {
+                    Ok(()) => {
+                        let _ = p.set_paused(false);
+                    }
+                    // runc already thawed it (or the init is gone): nothing to do.
+                    Err(e) => log::debug!("thaw {} after SIGKILL: {e}", c.id),
+                }
+            }
         } else {
             let pid = p.pid();
             if pid <= 0 {

@@ -290,6 +290,7 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
     if let Err(e) = crate::mount::unmount_all(&bundle.join("rootfs")) {
         eprintln!("tender: {e}");
     }
+    remove_dead_socket(&bundle);
     let pid = std::fs::read_to_string(bundle.join("init.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -304,6 +305,33 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
         .write_all(&bytes)
         .and_then(|_| stdout.flush())
         .map_err(|e| format!("write: {e}"))
+}
+
+/// A shim killed with SIGKILL cannot remove its socket; its `delete` action does. The path
+/// comes from the bundle's `address` file (written by `start`); only a socket nobody listens
+/// on any more is removed, so a live shim of the same group keeps its socket.
+fn remove_dead_socket(bundle: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let address = address.trim();
+    let path = Path::new(address.strip_prefix("unix://").unwrap_or(address));
+    if !path.is_absolute() {
+        return; // abstract (`@…`) or malformed: nothing on disk to clean up
+    }
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    match UnixStream::connect(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            if let Err(e) = std::fs::remove_file(path) {
+                eprintln!("tender: remove dead shim socket {}: {e}", path.display());
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The daemon: serves the Task API on the inherited socket until the last container is gone.

@@ -19,18 +19,67 @@ const RECEIVE_BOUND: Duration = Duration::from_secs(10);
 pub struct ConsoleSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// Private directory created for the socket when the preferred one gave too long a path.
+    temp_dir: Option<PathBuf>,
 }
 
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const SUN_PATH_MAX: usize = 107;
+
 impl ConsoleSocket {
+    /// Binds the socket in `dir` (the bundle) when the path fits in a `sockaddr_un`, else in a
+    /// fresh 0700 directory under the temp dir (bundles of 64-character container ids under
+    /// `/run/containerd/io.containerd.runtime.v2.task/<namespace>/` are too long).
     pub fn new(dir: &Path) -> io::Result<Self> {
-        let path = dir.join(format!(
+        let name = format!(
             "pty-{}-{}.sock",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
-        Ok(Self { listener, path })
+        );
+        let path = dir.join(&name);
+        if path.as_os_str().len() <= SUN_PATH_MAX {
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path)?;
+            return Ok(Self {
+                listener,
+                path,
+                temp_dir: None,
+            });
+        }
+        let mut last_err = None;
+        for base in [std::env::temp_dir(), PathBuf::from("/tmp")] {
+            let Ok(temp) = make_private_dir(&base) else {
+                continue;
+            };
+            let path = temp.join("pty.sock");
+            if path.as_os_str().len() > SUN_PATH_MAX {
+                let _ = std::fs::remove_dir(&temp);
+                continue;
+            }
+            match UnixListener::bind(&path) {
+                Ok(listener) => {
+                    return Ok(Self {
+                        listener,
+                        path,
+                        temp_dir: Some(temp),
+                    })
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&temp);
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "no directory gives a console socket path shorter than {} bytes (tried {})",
+                    SUN_PATH_MAX + 1,
+                    path.display()
+                ),
+            )
+        }))
     }
 
     pub fn path(&self) -> &Path {
@@ -58,7 +107,25 @@ impl ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = &self.temp_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
+}
+
+/// `mkdtemp(<base>/tender-pty-XXXXXX)`: a new directory only this user can enter.
+fn make_private_dir(base: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let template = base.join("tender-pty-XXXXXX");
+    let mut bytes = template.as_os_str().as_bytes().to_vec();
+    bytes.push(0);
+    // SAFETY: `bytes` is a NUL-terminated, writable buffer that mkdtemp edits in place.
+    let rc = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+    if rc.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    bytes.pop();
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
 fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {

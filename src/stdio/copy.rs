@@ -28,16 +28,35 @@ pub fn is_pipe(fd: &impl AsRawFd) -> bool {
         .unwrap_or(false)
 }
 
-/// Bytes waiting in a pipe.
-fn pending(fd: &impl AsRawFd) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer we pass.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if rc == 0 && n > 0 {
-        n as usize
-    } else {
-        0
+/// Level-triggered readiness of one descriptor right now (`poll(2)` with a zero timeout):
+/// true if any of `events` (or an error / hang-up) is reported.
+fn poll_now(fd: &impl AsRawFd, events: libc::c_short) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, zero timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if rc >= 0 {
+            return rc > 0 && pfd.revents != 0;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // Cannot tell: report "ready" so the caller retries instead of sleeping forever.
+            return true;
+        }
     }
+}
+
+/// Data (or end of file) is waiting in `src`.
+fn readable_now(src: &impl AsRawFd) -> bool {
+    poll_now(src, libc::POLLIN)
+}
+
+/// `dst` has room (or its reader is gone, which the next write reports).
+fn writable_now(dst: &impl AsRawFd) -> bool {
+    poll_now(dst, libc::POLLOUT)
 }
 
 pub fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
@@ -89,13 +108,22 @@ async fn splice_loop(
             Ok(_) => continue,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
-                // EAGAIN means either side: data waiting in src means dst is full.
-                if pending(src.get_ref()) > 0 {
-                    dst.writable().await?.clear_ready();
-                } else if drain_only {
-                    return Ok(Stop::Drained);
-                } else {
+                // EAGAIN means either side: an empty source or a full destination. Ask the
+                // kernel which one (level-triggered) instead of guessing: waiting for `dst` to
+                // become writable while it has room never ends, since pipes only signal
+                // EPOLLOUT when a read frees space in a full pipe.
+                if !readable_now(src.get_ref()) {
+                    if drain_only {
+                        return Ok(Stop::Drained);
+                    }
+                    // Clear, then retry: an event after the guard was taken keeps the readiness.
                     src.readable().await?.clear_ready();
+                } else if !writable_now(dst.get_ref()) {
+                    dst.writable().await?.clear_ready();
+                } else {
+                    // The state changed under us (data or room arrived): retry, but let other
+                    // tasks run so that a kernel disagreeing with poll(2) cannot starve them.
+                    tokio::task::yield_now().await;
                 }
             }
             Err(e) => return Err(e.into()),

@@ -156,6 +156,7 @@ pub fn e2e_enabled(test: &str) -> bool {
     if rt != TENDER_RUNTIME && in_path(&shim_binary_name(&rt)).is_none() {
         missing.push(format!("`{}` for runtime {rt}", shim_binary_name(&rt)));
     }
+    missing.extend(runtime_binary_missing());
     if missing.is_empty() {
         return true;
     }
@@ -374,15 +375,27 @@ pub fn process_cmdline(pid: u32) -> Option<String> {
 }
 
 /// Mount points (from /proc/self/mountinfo) containing `needle`.
+///
+/// With a containerd in a private mount namespace ([`hide_cgroup2`]), the mounts its shims
+/// make are only visible there: those namespaces' mountinfo is read as well.
 pub fn mounts_containing(needle: &str) -> Vec<String> {
-    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    mi.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|mp| mp.contains(needle))
-        .collect()
+    let mut found: Vec<String> = Vec::new();
+    for source in mountinfo_sources() {
+        let Ok(mi) = fs::read_to_string(&source) else {
+            continue;
+        };
+        for mp in mi
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .filter(|mp| mp.contains(needle))
+        {
+            if !found.contains(&mp) {
+                found.push(mp);
+            }
+        }
+    }
+    found
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -483,7 +496,11 @@ pub struct Containerd {
     pub state: PathBuf,
     pub log_path: PathBuf,
     pub runtime: String,
-    child: Option<Child>,
+    /// The daemon; behind a lock so that [`Containerd::restart`] works while `Ctr`
+    /// clients borrow this instance.
+    child: Mutex<Option<Child>>,
+    /// containerd's PATH (kept for restarts).
+    path_env: std::ffi::OsString,
     namespaces: Mutex<Vec<String>>,
     containers: Mutex<Vec<(String, String)>>,
 }
@@ -594,7 +611,7 @@ disabled_plugins = [
             Ok(f) => f,
             Err(e) => panic!("dup log fd: {e}"),
         };
-        let child = match Command::new("containerd")
+        let child = match containerd_command()
             .arg("--config")
             .arg(&config_path)
             .env("PATH", &path_env)
@@ -607,7 +624,7 @@ disabled_plugins = [
             Ok(c) => c,
             Err(e) => panic!("cannot start containerd: {e}"),
         };
-        let mut cd = Containerd {
+        let cd = Containerd {
             dir,
             socket,
             ttrpc_socket,
@@ -615,7 +632,8 @@ disabled_plugins = [
             state,
             log_path,
             runtime: runtime(),
-            child: Some(child),
+            child: Mutex::new(Some(child)),
+            path_env,
             namespaces: Mutex::new(Vec::new()),
             containers: Mutex::new(Vec::new()),
         };
@@ -623,11 +641,11 @@ disabled_plugins = [
         cd
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut last = None;
         loop {
-            if let Some(child) = self.child.as_mut() {
+            if let Some(child) = lock_child(&self.child).as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!(
                         "containerd exited during startup ({status})\n{}",
@@ -640,6 +658,7 @@ disabled_plugins = [
                 cmd.arg("-a").arg(&self.socket).arg("version");
                 let out = run_cmd(cmd, Duration::from_secs(5));
                 if out.success() {
+                    self.runtime_binary_ready();
                     return;
                 }
                 last = Some(out);
@@ -658,7 +677,7 @@ disabled_plugins = [
 
     /// PID of the containerd daemon.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        lock_child(&self.child).as_ref().map(|c| c.id())
     }
 
     /// Whole containerd log.
@@ -741,8 +760,7 @@ disabled_plugins = [
             .lock()
             .map(|v| v.clone())
             .unwrap_or_default();
-        let containerd_alive = self
-            .child
+        let containerd_alive = lock_child(&self.child)
             .as_mut()
             .map(|c| matches!(c.try_wait(), Ok(None)))
             .unwrap_or(false);
@@ -769,7 +787,8 @@ disabled_plugins = [
         }
 
         // 2. Stop containerd: SIGTERM, then SIGKILL.
-        if let Some(mut child) = self.child.take() {
+        let child = lock_child(&self.child).take();
+        if let Some(mut child) = child {
             send_signal(child.id(), SIGTERM);
             let exited = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
                 matches!(child.try_wait(), Ok(Some(_))).then_some(())
@@ -1043,6 +1062,7 @@ impl<'a> Ctr<'a> {
         v.push(self.cd.dir.join("fifo").display().to_string());
         v.push("--runtime".into());
         v.push(runtime.into());
+        v.extend(self.runtime_binary_args(runtime));
         v.push(IMAGE_REF.into());
         v.push(id.into());
         v.extend(cmd.iter().map(|s| s.to_string()));
@@ -1485,4 +1505,469 @@ pub fn setup(test: &str) -> Option<Containerd> {
         return None;
     }
     Some(Containerd::start(&[]))
+}
+
+// ---------------------------------------------------------------------------
+// containerd restarts, extra `ctr run` flags, streaming any ctr command
+// ---------------------------------------------------------------------------
+
+fn lock_child(m: &Mutex<Option<Child>>) -> std::sync::MutexGuard<'_, Option<Child>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Containerd {
+    /// True while the containerd daemon process is alive.
+    pub fn daemon_running(&self) -> bool {
+        lock_child(&self.child)
+            .as_mut()
+            .map(|c| matches!(c.try_wait(), Ok(None)))
+            .unwrap_or(false)
+    }
+
+    /// SIGKILLs the containerd daemon (no shutdown of anything: shims and containers keep
+    /// running, exactly as in a crash) and reaps it.
+    pub fn kill_daemon(&self) {
+        let child = lock_child(&self.child).take();
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again with the same config, root, state, sockets and PATH (after
+    /// [`Containerd::kill_daemon`]); the log is appended to. Waits until it answers.
+    pub fn start_daemon(&self) {
+        assert!(
+            !self.daemon_running(),
+            "start_daemon: containerd is still running"
+        );
+        let log = match fs::OpenOptions::new().append(true).open(&self.log_path) {
+            Ok(f) => f,
+            Err(e) => panic!("cannot open {}: {e}", self.log_path.display()),
+        };
+        let log2 = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => panic!("dup log fd: {e}"),
+        };
+        let child = match containerd_command()
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .env("PATH", &self.path_env)
+            .env("TMPDIR", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot restart containerd: {e}"),
+        };
+        *lock_child(&self.child) = Some(child);
+        self.wait_ready();
+    }
+
+    /// `kill -9 containerd`, then start it again with the same config/root/state.
+    pub fn restart(&self) {
+        self.kill_daemon();
+        self.start_daemon();
+    }
+}
+
+impl Ctr<'_> {
+    /// `ctr run` arguments with extra `ctr run` flags (`--annotation`, `--cwd`,
+    /// `--runtime-config-path`, ...) placed before the image.
+    pub fn run_args_extra(
+        &self,
+        detach: bool,
+        extra: &[&str],
+        id: &str,
+        cmd: &[&str],
+    ) -> Vec<String> {
+        let mut v: Vec<String> = vec!["run".into()];
+        v.push(if detach { "-d" } else { "--rm" }.into());
+        v.push("--fifo-dir".into());
+        v.push(self.cd.dir.join("fifo").display().to_string());
+        v.push("--runtime".into());
+        v.push(self.runtime.clone());
+        // Before `extra`, so that a test's own --runtime-config-path wins.
+        v.extend(self.runtime_binary_args(&self.runtime));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push(IMAGE_REF.into());
+        v.push(id.into());
+        v.extend(cmd.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// `ctr run -d <extra flags>` (not asserted: the output tells whether it worked).
+    pub fn run_detached_extra(&self, extra: &[&str], id: &str, cmd: &[&str]) -> CmdOutput {
+        self.cd.record_container(&self.namespace, id);
+        let args = self.run_args_extra(true, extra, id, cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctr(&args)
+    }
+
+    /// `ctr run --rm <extra flags>` (not asserted).
+    pub fn run_output_extra(&self, extra: &[&str], id: &str, cmd: &[&str]) -> CmdOutput {
+        self.cd.record_container(&self.namespace, id);
+        let args = self.run_args_extra(false, extra, id, cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctr(&args)
+    }
+
+    /// Any `ctr` command in a background child, stdout streamed line by line
+    /// (`ctr task attach`, a foreground `ctr task exec`, ...).
+    pub fn spawn_ctr(&self, args: &[&str]) -> BackgroundRun {
+        let mut c = self.command();
+        c.args(args);
+        BackgroundRun::spawn(c)
+    }
+}
+
+impl BackgroundRun {
+    /// The next stdout line (already seen lines are not returned again), `None` on timeout or
+    /// end of output.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let l = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(l.clone());
+        Some(l)
+    }
+
+    /// True while the child runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .map(|c| matches!(c.try_wait(), Ok(None)))
+            .unwrap_or(false)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A private containerd with a caller-rendered config (the CRI tests enable the cri plugin)
+// ---------------------------------------------------------------------------
+
+/// Paths of a private containerd that a config renderer may use (all under `dir`).
+#[derive(Clone, Debug)]
+pub struct ContainerdLayout {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub ttrpc_socket: PathBuf,
+    /// For `[plugins."io.containerd.internal.v1.opt"] path`.
+    pub opt: PathBuf,
+}
+
+impl Containerd {
+    /// Like [`Containerd::start`], except that the whole `config.toml` is rendered by `config`
+    /// from the instance's paths (root, state, sockets must be taken from the layout so that
+    /// the instance stays private). Everything else — the shim symlink on PATH, log, cleanup —
+    /// is the same.
+    pub fn start_with_config(
+        runtime_dirs: &[&Path],
+        config: impl FnOnce(&ContainerdLayout) -> String,
+    ) -> Containerd {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = PathBuf::from(format!(
+            "/tmp/tender-e2e-{}-{}-{:x}",
+            std::process::id(),
+            n,
+            nanos
+        ));
+        let layout = ContainerdLayout {
+            root: dir.join("root"),
+            state: dir.join("state"),
+            socket: dir.join("containerd.sock"),
+            ttrpc_socket: dir.join("containerd.sock.ttrpc"),
+            opt: dir.join("opt"),
+            dir: dir.clone(),
+        };
+        let bin = dir.join("bin");
+        for d in [&dir, &bin, &layout.root, &layout.state] {
+            if let Err(e) = fs::create_dir_all(d) {
+                panic!("cannot create {}: {e}", d.display());
+            }
+        }
+        if let Err(e) = symlink(SHIM_BIN, bin.join("containerd-shim-tender-v2")) {
+            panic!("cannot symlink shim into {}: {e}", bin.display());
+        }
+        let config_path = dir.join("config.toml");
+        if let Err(e) = fs::write(&config_path, config(&layout)) {
+            panic!("cannot write {}: {e}", config_path.display());
+        }
+        let mut path_dirs: Vec<PathBuf> = vec![bin];
+        path_dirs.extend(runtime_dirs.iter().map(|d| d.to_path_buf()));
+        path_dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        for d in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ] {
+            let d = PathBuf::from(d);
+            if !path_dirs.contains(&d) {
+                path_dirs.push(d);
+            }
+        }
+        let path_env = match std::env::join_paths(path_dirs) {
+            Ok(p) => p,
+            Err(e) => panic!("bad PATH: {e}"),
+        };
+        let log_path = dir.join("containerd.log");
+        let log = match fs::File::create(&log_path) {
+            Ok(f) => f,
+            Err(e) => panic!("cannot create {}: {e}", log_path.display()),
+        };
+        let log2 = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => panic!("dup log fd: {e}"),
+        };
+        let child = match containerd_command()
+            .arg("--config")
+            .arg(&config_path)
+            .env("PATH", &path_env)
+            .env("TMPDIR", &dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start containerd: {e}"),
+        };
+        let cd = Containerd {
+            dir,
+            socket: layout.socket,
+            ttrpc_socket: layout.ttrpc_socket,
+            root: layout.root,
+            state: layout.state,
+            log_path,
+            runtime: runtime(),
+            child: Mutex::new(Some(child)),
+            path_env,
+            namespaces: Mutex::new(Vec::new()),
+            containers: Mutex::new(Vec::new()),
+        };
+        cd.wait_ready();
+        cd
+    }
+}
+
+/// SIGKILLs every process in the cgroup directory `dir` and below, then removes the
+/// directories (deepest first). For cgroups a test created under its own unique parent.
+pub fn kill_and_remove_cgroup_tree(dir: &Path) {
+    if dir.is_dir() {
+        kill_cgroup_tree(dir);
+        remove_cgroup_tree(dir);
+    }
+}
+
+/// Like [`e2e_enabled`] with extra requirements: each `(what, present)` pair that is not
+/// present is named in the SKIP notice (or the panic when `CI=true`).
+pub fn e2e_enabled_with(test: &str, extra: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = extra
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(w, _)| *w)
+        .collect();
+    if !missing.is_empty() {
+        let msg = format!(
+            "SKIP {test}: end-to-end test needs {} (run as root after `make deps`)",
+            missing.join(", ")
+        );
+        if ci() {
+            panic!("{msg} — failing because CI=true");
+        }
+        notice(&msg);
+        return false;
+    }
+    e2e_enabled(test)
+}
+
+// ---------------------------------------------------------------------------
+// The OCI runtime binary under test: runc, or crun (TENDER_E2E_RUNTIME_BINARY=crun)
+// ---------------------------------------------------------------------------
+
+/// Selects the OCI runtime binary the containers run with (default runc).
+pub const RUNTIME_BINARY_ENV: &str = "TENDER_E2E_RUNTIME_BINARY";
+/// Where a hybrid host mounts cgroup2.
+pub const UNIFIED_MOUNT: &str = "/sys/fs/cgroup/unified";
+
+/// The runtime binary under test when it is not runc (`TENDER_E2E_RUNTIME_BINARY`).
+pub fn runtime_binary_override() -> Option<String> {
+    match std::env::var(RUNTIME_BINARY_ENV) {
+        Ok(v) if !v.trim().is_empty() && v.trim() != "runc" => Some(v.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// The OCI runtime binary under test: `runc` or `TENDER_E2E_RUNTIME_BINARY`.
+pub fn runtime_binary() -> String {
+    runtime_binary_override().unwrap_or_else(|| "runc".to_string())
+}
+
+/// Absolute path of the runtime binary under test (for wrapper scripts that exec it).
+pub fn runtime_binary_path() -> PathBuf {
+    let bin = runtime_binary();
+    if bin.contains('/') {
+        return PathBuf::from(bin);
+    }
+    in_path(&bin).unwrap_or_else(|| panic!("runtime binary {bin:?} not found in PATH"))
+}
+
+/// True when the host is hybrid (cgroup v1 controllers plus cgroup2 at
+/// `/sys/fs/cgroup/unified`).
+pub fn host_is_hybrid() -> bool {
+    Path::new(UNIFIED_MOUNT).join("cgroup.controllers").exists()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Whether private containerds run in their own mount namespace without the cgroup2 mount:
+/// crun 1.8 refuses hybrid hosts ("cgroupv2 is mounted on a hybrid host ..."), and with
+/// `/sys/fs/cgroup/unified` unmounted it sees a plain cgroup v1 host. Only with a runtime
+/// binary other than runc, and only on hybrid hosts.
+pub fn hide_cgroup2() -> bool {
+    runtime_binary_override().is_some() && host_is_hybrid()
+}
+
+/// What the runtime binary under test needs (names for the SKIP notice).
+fn runtime_binary_missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    if let Some(bin) = runtime_binary_override() {
+        let found = if bin.contains('/') {
+            Path::new(&bin).is_file()
+        } else {
+            in_path(&bin).is_some()
+        };
+        if !found {
+            missing.push(format!("`{bin}` binary ({RUNTIME_BINARY_ENV})"));
+        }
+        if hide_cgroup2() {
+            for tool in ["unshare", "umount"] {
+                if in_path(tool).is_none() {
+                    missing.push(format!("`{tool}` (util-linux) for {RUNTIME_BINARY_ENV}"));
+                }
+            }
+        }
+    }
+    missing
+}
+
+/// The command that starts a private containerd (add its arguments): plain `containerd`,
+/// or with [`hide_cgroup2`] `unshare --mount --propagation private` + `umount
+/// /sys/fs/cgroup/unified` + `exec containerd` (same pid, so [`Containerd::pid`] stays right).
+pub fn containerd_command() -> Command {
+    if !hide_cgroup2() {
+        return Command::new("containerd");
+    }
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "umount /sys/fs/cgroup/unified || exit 125; exec containerd \"$@\"",
+        "containerd",
+    ]);
+    c
+}
+
+/// PIDs of containerds started in private mount namespaces (their mountinfo is searched too).
+static PRIVATE_MOUNT_NS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+impl Containerd {
+    /// Once containerd answers: remember its private mount namespace, and with a runtime
+    /// binary other than runc put `runc` → that binary first on containerd's PATH, so that
+    /// runs whose TOML options ctr replaces (`--no-pivot` and `--uidmap` make ctr send
+    /// containerd.linux.runc.CreateOptions instead, and containerd then passes only those)
+    /// still use the binary under test.
+    fn runtime_binary_ready(&self) {
+        let Some(bin) = runtime_binary_override() else {
+            return;
+        };
+        if let (true, Some(pid)) = (hide_cgroup2(), self.pid()) {
+            let mut v = PRIVATE_MOUNT_NS.lock().unwrap_or_else(|e| e.into_inner());
+            if !v.contains(&pid) {
+                v.push(pid);
+            }
+        }
+        let link = self.dir.join("bin").join("runc");
+        if fs::symlink_metadata(&link).is_err() {
+            let target = if bin.contains('/') {
+                Some(PathBuf::from(&bin))
+            } else {
+                in_path(&bin)
+            };
+            if let Some(target) = target {
+                let _ = symlink(target, &link);
+            }
+        }
+    }
+}
+
+/// mountinfo files to search: ours, and those of live private-namespace containerds.
+fn mountinfo_sources() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/proc/self/mountinfo")];
+    let pids = PRIVATE_MOUNT_NS
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    v.extend(
+        pids.into_iter()
+            .filter(|p| process_alive(*p))
+            .map(|p| PathBuf::from(format!("/proc/{p}/mountinfo"))),
+    );
+    v
+}
+
+impl Containerd {
+    /// Writes `<dir>/<name>.toml`, a runtime options file for `ctr run
+    /// --runtime-config-path` (CRI's `runtimeoptions.v1.Options` TOML): `BinaryName` of the
+    /// runtime binary under test (unless `body` sets its own) followed by `body`.
+    pub fn runtime_config(&self, name: &str, body: &str) -> PathBuf {
+        let mut text = String::new();
+        let sets_binary = body
+            .lines()
+            .any(|l| l.trim_start().starts_with("BinaryName"));
+        if let (false, Some(bin)) = (sets_binary, runtime_binary_override()) {
+            text.push_str(&format!("BinaryName = {bin:?}\n"));
+        }
+        text.push_str(body);
+        let path = self.dir.join(format!("{name}.toml"));
+        // Written aside and renamed: a concurrent reader never sees a partial file.
+        let tmp = self.dir.join(format!(".{name}.toml.{}", unique_id("w")));
+        if let Err(e) = fs::write(&tmp, text).and_then(|_| fs::rename(&tmp, &path)) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        path
+    }
+}
+
+impl Ctr<'_> {
+    /// `ctr run` flags that select the runtime binary under test for `runtime`: none for
+    /// runc; `--runc-binary <bin>` for `io.containerd.runc.v2` (ctr then sends
+    /// containerd.runc.v1.Options); else `--runtime-config-path` of a TOML file with
+    /// `BinaryName` (runtimeoptions.v1.Options).
+    pub fn runtime_binary_args(&self, runtime: &str) -> Vec<String> {
+        let Some(bin) = runtime_binary_override() else {
+            return Vec::new();
+        };
+        if runtime == "io.containerd.runc.v2" {
+            return vec!["--runc-binary".into(), bin];
+        }
+        let path = self.cd.dir.join("runtime-binary.toml");
+        if !path.is_file() {
+            self.cd.runtime_config("runtime-binary", "");
+        }
+        vec!["--runtime-config-path".into(), path.display().to_string()]
+    }
 }

@@ -263,30 +263,13 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    rt.block_on(async {
-        let reaper = crate::reaper::Reaper::new();
-        tokio::spawn(reaper.clone().run());
-        match crate::runtime::Runtime::new(
-            options.binary(),
-            options.runtime_root(&flags.namespace),
-            options.systemd_cgroup,
-            bundle.clone(),
-            reaper,
-        ) {
-            Ok(runtime) => {
-                if let Err(e) = runtime.delete(&flags.id, true).await {
-                    if !e.not_found {
-                        eprintln!("tender: delete {}: {e}", flags.id);
-                    }
-                }
-            }
-            Err(e) => eprintln!("tender: {e}"),
-        }
-    });
+    // containerd runs this after *every* shim exit, also after a clean Delete, and waits for
+    // it: when the runtime keeps no state for the container any more (runc, crun and youki all
+    // keep `<root>/<id>`), there is nothing to force-delete and no runtime call to wait for.
+    let state_dir = options.runtime_root(&flags.namespace).join(&flags.id);
+    if state_dir.exists() {
+        force_delete(&options, &flags.namespace, &flags.id, &bundle)?;
+    }
     if let Err(e) = crate::mount::unmount_all(&bundle.join("rootfs")) {
         eprintln!("tender: {e}");
     }
@@ -305,6 +288,35 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
         .write_all(&bytes)
         .and_then(|_| stdout.flush())
         .map_err(|e| format!("write: {e}"))
+}
+
+/// `<runtime> delete --force <id>`; failures are warnings (containerd prints our stderr).
+fn force_delete(options: &Options, namespace: &str, id: &str, bundle: &Path) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let reaper = crate::reaper::Reaper::new();
+        tokio::spawn(reaper.clone().run());
+        match crate::runtime::Runtime::new(
+            options.binary(),
+            options.runtime_root(namespace),
+            options.systemd_cgroup,
+            bundle.to_path_buf(),
+            reaper,
+        ) {
+            Ok(runtime) => {
+                if let Err(e) = runtime.delete(id, true).await {
+                    if !e.not_found {
+                        eprintln!("tender: delete {id}: {e}");
+                    }
+                }
+            }
+            Err(e) => eprintln!("tender: {e}"),
+        }
+    });
+    Ok(())
 }
 
 /// A shim killed with SIGKILL cannot remove its socket; its `delete` action does. The path

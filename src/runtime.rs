@@ -189,6 +189,7 @@ impl Runtime {
         what: &str,
         log: &Path,
     ) -> Result<Vec<u8>> {
+        let started = std::time::Instant::now();
         let mut reader = None;
         if capture {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -212,6 +213,7 @@ impl Runtime {
         }
         let exit = exit
             .await
+            .inspect(|_| log::debug!("runtime {what} took {:?}", started.elapsed()))
             .map_err(|_| err(format!("{what}: exit status lost")))?;
         if exit.status != 0 {
             return Err(err(format!(

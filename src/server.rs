@@ -53,7 +53,13 @@ struct RunToCompletion(Arc<dyn MethodHandler + Send + Sync>);
 impl MethodHandler for RunToCompletion {
     async fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
         let inner = self.0.clone();
-        match tokio::spawn(async move { inner.handler(ctx, req).await }).await {
+        let started = std::time::Instant::now();
+        let method = log::log_enabled!(log::Level::Debug).then(|| req.method.clone());
+        let joined = tokio::spawn(async move { inner.handler(ctx, req).await }).await;
+        if let Some(method) = method {
+            log::debug!("{method} took {:?}", started.elapsed());
+        }
+        match joined {
             Ok(result) => result,
             Err(e) => Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
                 ttrpc::Code::INTERNAL,

@@ -198,4 +198,67 @@ mod tests {
         writer.join().expect("writer");
         assert_eq!(reader.join().expect("reader"), expected);
     }
+
+    /// A bursty writer and a reader that sometimes lets the destination fill up: EAGAIN from
+    /// an empty source must never be mistaken for a full destination (that wait never ends,
+    /// since a pipe with room signals nothing).
+    #[tokio::test(flavor = "current_thread")]
+    async fn splice_never_waits_on_a_destination_with_room() {
+        // The race is narrow: several rounds make a regression show up reliably.
+        for _ in 0..10 {
+            bursty_round().await;
+        }
+    }
+
+    async fn bursty_round() {
+        let (a_r, a_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        let (b_r, b_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        const TOTAL: usize = 8 << 20;
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::File::from(a_w);
+            let chunk = vec![7u8; 512];
+            let mut sent = 0;
+            let mut i = 0u32;
+            while sent < TOTAL {
+                let n = chunk.len().min(TOTAL - sent);
+                std::io::Write::write_all(&mut f, &chunk[..n]).expect("write");
+                sent += n;
+                i = i.wrapping_add(1);
+                // Keep the source flipping between empty and non-empty.
+                if i.is_multiple_of(8) {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            let mut f = std::fs::File::from(b_r);
+            let mut buf = vec![0u8; 16384];
+            let mut got = 0;
+            let mut i = 0u32;
+            loop {
+                match std::io::Read::read(&mut f, &mut buf) {
+                    Ok(0) => return got,
+                    Ok(n) => got += n,
+                    Err(e) => panic!("read: {e}"),
+                }
+                i = i.wrapping_add(1);
+                if i.is_multiple_of(50) {
+                    // Let the destination fill up now and then.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        });
+        let src = async_fd(a_r).expect("src");
+        let dst = async_fd(b_w).expect("dst");
+        let res =
+            tokio::time::timeout(std::time::Duration::from_secs(10), copy(&src, &dst, false)).await;
+        assert_eq!(
+            res.expect("copy stalled: waited on a side that was not blocking")
+                .expect("copy"),
+            Stop::Eof
+        );
+        drop(dst);
+        writer.join().expect("writer");
+        assert_eq!(reader.join().expect("reader"), TOTAL);
+    }
 }

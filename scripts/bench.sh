@@ -17,6 +17,9 @@
 #   shimbench/results.json  shimbench's raw statistics
 #   shimbench/results.md    shimbench's full report
 #   shimbench/shimbench.log shimbench's progress log (stderr)
+#   shimbench/machine.txt   machine info quoted in the scorecard
+# (regenerate the scorecard alone: scripts/bench_table.py bench/shimbench/results.json
+#  bench/results.md --machine-info bench/shimbench/machine.txt)
 #
 # Environment (defaults = shimbench's full run, ~3-5 min on 2 vCPUs):
 #   BENCH_N=200          lifecycle runs per runtime (-n)
@@ -78,14 +81,14 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
         die "cargo build --release failed (to bench a built binary: BENCH_NO_BUILD=1 TENDER_SHIM=PATH)"
 fi
 [ -x "$shim" ] || die "$shim not built"
+shim=$(readlink -f "$shim")
 
 mkdir -p "$out/shimbench"
-rm -f "$out/shimbench/results.json" "$out/shimbench/results.md"
+rm -f "$out/shimbench/results.json" "$out/shimbench/results.md" "$out/shimbench/machine.txt"
 log=$out/shimbench/shimbench.log
 
 # Machine info for the scorecard (what shimbench itself does not record).
-info=$(mktemp)
-trap 'rm -f "$info"' EXIT
+info=$out/shimbench/machine.txt
 {
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "nproc: $(nproc)"
@@ -114,7 +117,7 @@ args=(-r "go=io.containerd.runc.v2"
       --size-mb "$size_mb" --tp-rounds "$tp_rounds"
       -o "$out/shimbench")
 # shellcheck disable=SC2206 # BENCH_ARGS is a plain word list on purpose
-[ -n "${BENCH_ARGS:-}" ] && args+=(${BENCH_ARGS})
+if [ -n "${BENCH_ARGS:-}" ]; then args+=(${BENCH_ARGS}); fi
 
 echo "bench: $shimbench ${args[*]}"
 echo "bench: progress in $log"

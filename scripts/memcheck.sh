@@ -62,12 +62,13 @@ shim=$(readlink -f "$shim")
 
 dir=$(mktemp -d /tmp/tender-memcheck.XXXXXX)
 sock="$dir/containerd.sock"
-ns=tender-memcheck
+ns=tender-memcheck-$$
 containerd_pid=
 ids=()
 
 ctr_() { ctr -a "$sock" -n "$ns" "$@"; }
 
+# shellcheck disable=SC2317 # invoked through the EXIT trap
 cleanup() {
     local rc=$?
     set +e
@@ -93,16 +94,24 @@ cleanup() {
     # Mounts under our dir, deepest first.
     awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
         while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+    # Container processes still in our cgroups (the namespace is unique to this run), then
+    # the cgroups themselves.
+    for c in /sys/fs/cgroup/"$ns" /sys/fs/cgroup/*/"$ns"; do
+        [ -d "$c" ] || continue
+        find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u |
+            while read -r p; do kill -KILL "$p" 2>/dev/null; done
+    done
+    sleep 0.2
     for c in /sys/fs/cgroup/"$ns" /sys/fs/cgroup/*/"$ns"; do
         [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
     rm -rf "/run/containerd/runc/$ns"
-    if [ $rc -eq 2 ] && [ -f "$dir/containerd.log" ]; then
+    if [ "$rc" -eq 2 ] && [ -f "$dir/containerd.log" ]; then
         echo "memcheck: harness error; containerd log tail:" >&2
         grep -v 'loading plugin' "$dir/containerd.log" | tail -n 40 >&2
     fi
     rm -rf "$dir"
-    exit $rc
+    exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -163,10 +172,13 @@ done
 t1=$(date +%s.%N)
 sleep "$settle"
 
-# Our shims: processes running the Tender binary whose argv names our socket.
+# Our shims: processes running the Tender binary whose argv names our socket. The binary
+# is matched by name so that a rebuild meanwhile ("... (deleted)") does not hide a shim.
 pids=()
 for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/exe" 2>/dev/null)" = "$shim" ] || continue
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    exe=${exe% (deleted)}
+    [ "${exe##*/}" = "${shim##*/}" ] || continue
     { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$sock" || continue
     pids+=("${p#/proc/}")
 done
@@ -179,7 +191,7 @@ for pid in "${pids[@]}"; do
     uss=$(awk '$1 == "Private_Clean:" || $1 == "Private_Dirty:" { s += $2 } END { print s + 0 }' \
         "/proc/$pid/smaps_rollup" 2>/dev/null)
     thr=$(awk '$1 == "Threads:" { print $2 }' "/proc/$pid/status" 2>/dev/null)
-    [ -n "$pss" ] && [ -n "$rss" ] && [ -n "$thr" ] || continue
+    if [ -z "$pss" ] || [ -z "$rss" ] || [ -z "$thr" ]; then continue; fi
     echo "$pid $pss $rss $uss $thr"
 done >"$report"
 
@@ -214,5 +226,5 @@ fi
 if [ "$n" -lt 50 ] && [ -z "${MEMCHECK_PSS_KB:-}" ]; then
     echo "memcheck: note: N=$n < 50; PSS per shim is higher than at the 50-pod target (fewer shims share the text pages)"
 fi
-[ $rc -eq 0 ] && echo "memcheck: PASS" || echo "memcheck: over budget"
-exit $rc
+if [ "$rc" -eq 0 ]; then echo "memcheck: PASS"; else echo "memcheck: over budget"; fi
+exit "$rc"

@@ -11,7 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::MessageFull;
+use containerd_shim_protos::events::task::{
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
+    TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::EventsClient;
@@ -43,10 +48,40 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
     ts
 }
 
+/// A message's full protobuf name, as a constant.
+///
+/// Asking protobuf for it (`MessageFull::descriptor()`) would build the whole reflection index
+/// — descriptor.proto with its comments included — and keep ~0.5 MB alive in every shim for
+/// one string. The names are checked against the descriptors in the tests.
+pub trait TypeName: Message {
+    const TYPE_NAME: &'static str;
+}
+
+macro_rules! type_names {
+    ($($t:ty => $name:literal),* $(,)?) => {
+        $(impl TypeName for $t { const TYPE_NAME: &'static str = $name; })*
+    };
+}
+
+type_names! {
+    TaskCreate => "containerd.events.TaskCreate",
+    TaskStart => "containerd.events.TaskStart",
+    TaskDelete => "containerd.events.TaskDelete",
+    TaskIO => "containerd.events.TaskIO",
+    TaskExit => "containerd.events.TaskExit",
+    TaskOOM => "containerd.events.TaskOOM",
+    TaskExecAdded => "containerd.events.TaskExecAdded",
+    TaskExecStarted => "containerd.events.TaskExecStarted",
+    TaskPaused => "containerd.events.TaskPaused",
+    TaskResumed => "containerd.events.TaskResumed",
+    TaskCheckpointed => "containerd.events.TaskCheckpointed",
+    ProcessDetails => "containerd.runc.v1.ProcessDetails",
+}
+
 /// Packs a message the way containerd's typeurl does: the bare full name, no URL prefix.
-pub fn pack<M: MessageFull>(msg: &M) -> Any {
+pub fn pack<M: TypeName>(msg: &M) -> Any {
     let mut any = Any::new();
-    any.type_url = M::descriptor().full_name().to_string();
+    any.type_url = M::TYPE_NAME.to_string();
     any.value = msg.write_to_bytes().unwrap_or_default();
     any
 }
@@ -60,7 +95,7 @@ impl Publisher {
         Self { tx, pending }
     }
 
-    pub fn publish<M: MessageFull>(&self, topic: &'static str, msg: &M) {
+    pub fn publish<M: TypeName>(&self, topic: &'static str, msg: &M) {
         self.pending.0.fetch_add(1, Ordering::SeqCst);
         let queued = Queued {
             topic,
@@ -148,5 +183,31 @@ async fn deliver(
         }
         pending.0.fetch_sub(1, Ordering::SeqCst);
         pending.1.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::protobuf::MessageFull;
+
+    fn check<M: TypeName + MessageFull>() {
+        assert_eq!(M::TYPE_NAME, M::descriptor().full_name());
+    }
+
+    #[test]
+    fn constant_names_match_the_descriptors() {
+        check::<TaskCreate>();
+        check::<TaskStart>();
+        check::<TaskDelete>();
+        check::<TaskIO>();
+        check::<TaskExit>();
+        check::<TaskOOM>();
+        check::<TaskExecAdded>();
+        check::<TaskExecStarted>();
+        check::<TaskPaused>();
+        check::<TaskResumed>();
+        check::<TaskCheckpointed>();
+        check::<ProcessDetails>();
     }
 }

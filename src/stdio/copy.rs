@@ -28,6 +28,18 @@ pub fn is_pipe(fd: &impl AsRawFd) -> bool {
         .unwrap_or(false)
 }
 
+/// Capacity asked for the pipes on the output path (the default `pipe-max-size`).
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Grows a pipe or FIFO's buffer (best effort: a smaller `pipe-max-size` or a
+/// non-pipe just keeps the default). Pages are only allocated as data arrives.
+pub fn grow_pipe(fd: &impl AsRawFd) {
+    if is_pipe(fd) {
+        // SAFETY: F_SETPIPE_SZ takes an int argument and touches no memory of ours.
+        let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+    }
+}
+
 /// Level-triggered readiness of one descriptor right now (`poll(2)` with a zero timeout):
 /// true if any of `events` (or an error / hang-up) is reported.
 fn poll_now(fd: &impl AsRawFd, events: libc::c_short) -> bool {

@@ -363,6 +363,10 @@ fn chown_fd(fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
 }
 
 fn spawn_output(src: OwnedFd, dst: OwnedFd) -> io::Result<JoinHandle<()>> {
+    // Bigger pipes mean fewer wake-ups and bigger splices for the writer, the shim and the
+    // reader alike (the data path is dd → pipe → shim → FIFO → client).
+    copy::grow_pipe(&src);
+    copy::grow_pipe(&dst);
     let src = async_fd(src)?;
     let dst = async_fd(dst)?;
     Ok(tokio::spawn(async move {

@@ -270,7 +270,20 @@ impl Shim {
             }
             _ => {}
         }
-        if let Err(e) = c.runtime.delete(&c.id, true).await {
+        // Unmounting syncs the overlay's upper filesystem (milliseconds); the runtime's delete
+        // does not touch the rootfs, so the two run side by side.
+        let unmounted = c
+            .rootfs_mounted
+            .then(|| unmount_in_background(c.bundle.join("rootfs")));
+        let deleted = c.runtime.delete(&c.id, true).await;
+        if let Some(done) = unmounted {
+            match done.await {
+                Ok(Err(e)) => log::warn!("{e}"),
+                Err(_) => log::warn!("unmount of {} did not report back", c.id),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Err(e) = deleted {
             if !e.not_found {
                 return Err(status(
                     Code::UNKNOWN,
@@ -283,11 +296,6 @@ impl Shim {
         c.drop_execs();
         if exit.is_none() {
             c.reaper().unsubscribe(c.init.pid());
-        }
-        if c.rootfs_mounted {
-            if let Err(e) = mount::unmount_all(&c.bundle.join("rootfs")) {
-                log::warn!("{e}");
-            }
         }
         lock(&self.containers).remove(&c.id);
         let (exit_status, exited_at) = match exit {
@@ -307,6 +315,26 @@ impl Shim {
         resp.exited_at = Some(exited_at).into();
         Ok(resp)
     }
+}
+
+/// Unmounts on a short-lived thread (a blocking syscall must not stall the one runtime
+/// thread); the receiver reports the result.
+fn unmount_in_background(target: PathBuf) -> tokio::sync::oneshot::Receiver<std::io::Result<()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("unmount".into()).spawn({
+        let target = target.clone();
+        move || {
+            let _ = tx.send(mount::unmount_all(&target));
+        }
+    });
+    if let Err(e) = spawned {
+        // No thread to be had: do it inline rather than not at all.
+        log::warn!("unmount thread: {e}");
+        let (tx, rx2) = tokio::sync::oneshot::channel();
+        let _ = tx.send(mount::unmount_all(&target));
+        return rx2;
+    }
+    rx
 }
 
 /// An absolute path without NUL, from an untrusted field.

@@ -864,6 +864,9 @@ disabled_plugins = [
                 let _ = fs::remove_file(p);
             }
         }
+        // Grouped containers share a socket named after the group, not the id: take the
+        // address every bundle of this containerd recorded, and remove it if nobody listens.
+        remove_dead_bundle_sockets(&self.state);
 
         // 7. Remove the temp dir.
         let keep = matches!(
@@ -1969,5 +1972,30 @@ impl Ctr<'_> {
             self.cd.runtime_config("runtime-binary", "");
         }
         vec!["--runtime-config-path".into(), path.display().to_string()]
+    }
+}
+
+/// Removes the shim sockets named by the bundles' `address` files under a containerd state
+/// dir when nothing listens on them any more (shims SIGKILLed at teardown).
+fn remove_dead_bundle_sockets(state: &Path) {
+    let tasks = state.join("io.containerd.runtime.v2.task");
+    let Ok(namespaces) = fs::read_dir(&tasks) else {
+        return;
+    };
+    for ns in namespaces.flatten() {
+        let Ok(bundles) = fs::read_dir(ns.path()) else {
+            continue;
+        };
+        for b in bundles.flatten() {
+            let Ok(addr) = fs::read_to_string(b.path().join("address")) else {
+                continue;
+            };
+            let addr = addr.trim();
+            let p = Path::new(addr.strip_prefix("unix://").unwrap_or(addr));
+            if p.starts_with(SHIM_SOCKET_DIR) && std::os::unix::net::UnixStream::connect(p).is_err()
+            {
+                let _ = fs::remove_file(p);
+            }
+        }
     }
 }

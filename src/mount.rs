@@ -80,8 +80,11 @@ pub fn mount_one(m: &MountSpec<'_>, target: &Path) -> io::Result<()> {
         data_opt,
     )
     .map_err(|e| {
+        // The options name the layers (lowerdir=…), which is what tells an operator which
+        // one is broken; bounded, since overlay option strings can be long.
+        let shown: String = data.chars().take(512).collect();
         io::Error::other(format!(
-            "mount {} ({}) on {}: {e}",
+            "mount {} ({}) on {} with options {shown:?}: {e}",
             m.source,
             m.kind,
             target.display()

@@ -83,13 +83,11 @@ pub fn parse_uri(uri: &str) -> Result<Scheme, String> {
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(format!("unsupported stdio scheme {scheme:?} in {uri:?}"));
     }
-    if uri.starts_with("fifo:") {
-        return Ok(Scheme::Fifo(PathBuf::from(uri.trim_start_matches("fifo:"))));
-    }
-    if !uri.starts_with('/') {
+    let path = uri.strip_prefix("fifo:").unwrap_or(uri);
+    if !path.starts_with('/') {
         return Err(format!("stdio FIFO path must be absolute: {uri:?}"));
     }
-    Ok(Scheme::Fifo(PathBuf::from(uri)))
+    Ok(Scheme::Fifo(PathBuf::from(path)))
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -108,6 +106,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
             out.push(bytes[i]);
             i += 1;
         }
+    }
+    if out.contains(&0) {
+        return Err(format!("stdio URI decodes to a NUL byte: {s:?}"));
     }
     String::from_utf8(out).map_err(|_| format!("stdio URI is not UTF-8: {s:?}"))
 }
@@ -539,5 +540,12 @@ mod tests {
         assert!(parse_uri("binary://relative").is_err());
         assert!(parse_uri("/a\0b").is_err());
         assert!(parse_uri("file:///bad%zz").is_err());
+        assert!(parse_uri("file:///a%00b").is_err());
+        assert!(parse_uri("binary:///bin/log?x=%00").is_err());
+        assert!(parse_uri("fifo:relative").is_err());
+        assert_eq!(
+            parse_uri("fifo:/run/x").unwrap(),
+            Scheme::Fifo("/run/x".into())
+        );
     }
 }

@@ -509,136 +509,7 @@ impl Containerd {
     /// Start a private containerd. `runtime_dirs` are extra directories put
     /// on containerd's PATH after the private shim dir (before the normal PATH).
     pub fn start(runtime_dirs: &[&Path]) -> Containerd {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // Keep it short: unix socket paths are limited to 108 bytes.
-        let dir = PathBuf::from(format!(
-            "/tmp/tender-e2e-{}-{}-{:x}",
-            std::process::id(),
-            n,
-            nanos
-        ));
-        if let Err(e) = fs::create_dir_all(&dir) {
-            panic!("cannot create {}: {e}", dir.display());
-        }
-        let bin = dir.join("bin");
-        let root = dir.join("root");
-        let state = dir.join("state");
-        for d in [&bin, &root, &state] {
-            if let Err(e) = fs::create_dir_all(d) {
-                panic!("cannot create {}: {e}", d.display());
-            }
-        }
-        if let Err(e) = symlink(SHIM_BIN, bin.join("containerd-shim-tender-v2")) {
-            panic!("cannot symlink shim into {}: {e}", bin.display());
-        }
-        let socket = dir.join("containerd.sock");
-        let ttrpc_socket = dir.join("containerd.sock.ttrpc");
-        let log_path = dir.join("containerd.log");
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{ttrpc}"
-
-[debug]
-  level = "debug"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-
-[plugins."io.containerd.gc.v1.scheduler"]
-  pause_threshold = 0.02
-"#,
-            root = root.display(),
-            state = state.display(),
-            sock = socket.display(),
-            ttrpc = ttrpc_socket.display(),
-            opt = dir.join("opt").display(),
-        );
-        let config_path = dir.join("config.toml");
-        if let Err(e) = fs::write(&config_path, config) {
-            panic!("cannot write {}: {e}", config_path.display());
-        }
-
-        let mut path_dirs: Vec<PathBuf> = vec![bin.clone()];
-        path_dirs.extend(runtime_dirs.iter().map(|d| d.to_path_buf()));
-        path_dirs.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
-        for d in [
-            "/usr/local/sbin",
-            "/usr/local/bin",
-            "/usr/sbin",
-            "/usr/bin",
-            "/sbin",
-            "/bin",
-        ] {
-            let d = PathBuf::from(d);
-            if !path_dirs.contains(&d) {
-                path_dirs.push(d);
-            }
-        }
-        let path_env = match std::env::join_paths(path_dirs) {
-            Ok(p) => p,
-            Err(e) => panic!("bad PATH: {e}"),
-        };
-        let log = match fs::File::create(&log_path) {
-            Ok(f) => f,
-            Err(e) => panic!("cannot create {}: {e}", log_path.display()),
-        };
-        let log2 = match log.try_clone() {
-            Ok(f) => f,
-            Err(e) => panic!("dup log fd: {e}"),
-        };
-        let child = match containerd_command()
-            .arg("--config")
-            .arg(&config_path)
-            .env("PATH", &path_env)
-            .env("TMPDIR", &dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => panic!("cannot start containerd: {e}"),
-        };
-        let cd = Containerd {
-            dir,
-            socket,
-            ttrpc_socket,
-            root,
-            state,
-            log_path,
-            runtime: runtime(),
-            child: Mutex::new(Some(child)),
-            path_env,
-            namespaces: Mutex::new(Vec::new()),
-            containers: Mutex::new(Vec::new()),
-        };
-        cd.wait_ready();
-        cd
+        Self::start_with_config(runtime_dirs, default_config)
     }
 
     fn wait_ready(&self) {
@@ -1761,6 +1632,48 @@ impl Containerd {
         cd.wait_ready();
         cd
     }
+}
+
+/// The standard private config: no CRI, debug log, everything under the instance's dir.
+fn default_config(l: &ContainerdLayout) -> String {
+    format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{ttrpc}"
+
+[debug]
+  level = "debug"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+
+[plugins."io.containerd.gc.v1.scheduler"]
+  pause_threshold = 0.02
+"#,
+        root = l.root.display(),
+        state = l.state.display(),
+        sock = l.socket.display(),
+        ttrpc = l.ttrpc_socket.display(),
+        opt = l.opt.display(),
+    )
 }
 
 /// SIGKILLs every process in the cgroup directory `dir` and below, then removes the

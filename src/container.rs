@@ -149,25 +149,22 @@ impl Container {
         }
         let pid_file = new.bundle.join("init.pid");
         let _ = std::fs::remove_file(&pid_file);
-        let console_path = prepared
-            .console_socket
-            .as_ref()
-            .map(|c| c.path().to_path_buf());
-        let runtime_io = std::mem::take(&mut prepared.runtime_io);
         let not_before = Instant::now();
-        let create = new.runtime.create(
-            &new.id,
-            CreateOpts {
-                bundle: &new.bundle,
-                pid_file: &pid_file,
-                console_socket: console_path.as_deref(),
-                no_pivot: new.no_pivot,
-                no_new_keyring: new.no_new_keyring,
-                io: runtime_io,
-            },
-        );
-        // The pty master arrives while `create` is still running.
-        let (created, attached) = tokio::join!(create, prepared.attach_console());
+        let (runtime, id, bundle, pid_path) = (&new.runtime, &new.id, &new.bundle, &pid_file);
+        let (no_pivot, no_new_keyring) = (new.no_pivot, new.no_new_keyring);
+        let (created, attached) = prepared
+            .launch(|io, console| async move {
+                let opts = CreateOpts {
+                    bundle,
+                    pid_file: pid_path,
+                    console_socket: console.as_deref(),
+                    no_pivot,
+                    no_new_keyring,
+                    io,
+                };
+                runtime.create(id, opts).await
+            })
+            .await;
         if let Err(e) = created {
             return Err(OpError::Internal(format!(
                 "create container {}: {e}",
@@ -307,26 +304,24 @@ impl Container {
     /// `restore --detach`: creates and starts the init from the checkpoint image.
     async fn run_restore(self: &Arc<Self>, mut plan: RestorePlan) -> Result<(), OpError> {
         let pid_file = self.bundle.join("init.pid");
-        let console_path = plan
-            .prepared
-            .console_socket
-            .as_ref()
-            .map(|c| c.path().to_path_buf());
-        let runtime_io = std::mem::take(&mut plan.prepared.runtime_io);
         let not_before = Instant::now();
-        let restore = self.runtime.restore(
-            &self.id,
-            RestoreOpts {
-                bundle: &self.bundle,
-                pid_file: &pid_file,
-                image_path: &plan.image,
-                work_path: plan.work.as_deref(),
-                console_socket: console_path.as_deref(),
-                no_pivot: plan.no_pivot,
-                io: runtime_io,
-            },
-        );
-        let (restored, attached) = tokio::join!(restore, plan.prepared.attach_console());
+        let (image, work, no_pivot) = (&plan.image, plan.work.as_deref(), plan.no_pivot);
+        let pid_path = &pid_file;
+        let (restored, attached) = plan
+            .prepared
+            .launch(|io, console| async move {
+                let opts = RestoreOpts {
+                    bundle: &self.bundle,
+                    pid_file: pid_path,
+                    image_path: image,
+                    work_path: work,
+                    console_socket: console.as_deref(),
+                    no_pivot,
+                    io,
+                };
+                self.runtime.restore(&self.id, opts).await
+            })
+            .await;
         restored.map_err(|e| OpError::Internal(format!("restore container {}: {e}", self.id)))?;
         attached.map_err(|e| OpError::Internal(format!("terminal: {e}")))?;
         let pid = read_pid(&pid_file)?;
@@ -460,22 +455,19 @@ impl Container {
         let pid_file = self.bundle.join(format!(".exec-{}.pid", process.exec_id));
         let _ = std::fs::remove_file(&pid_file);
         let spec_path = self.exec_spec_path(&process.exec_id);
-        let console_path = prepared
-            .console_socket
-            .as_ref()
-            .map(|c| c.path().to_path_buf());
-        let runtime_io = std::mem::take(&mut prepared.runtime_io);
         let not_before = Instant::now();
-        let exec = self.runtime.exec(
-            &self.id,
-            ExecOpts {
-                process_json: &spec_path,
-                pid_file: &pid_file,
-                console_socket: console_path.as_deref(),
-                io: runtime_io,
-            },
-        );
-        let (ran, attached) = tokio::join!(exec, prepared.attach_console());
+        let (spec, pid_path) = (&spec_path, &pid_file);
+        let (ran, attached) = prepared
+            .launch(|io, console| async move {
+                let opts = ExecOpts {
+                    process_json: spec,
+                    pid_file: pid_path,
+                    console_socket: console.as_deref(),
+                    io,
+                };
+                self.runtime.exec(&self.id, opts).await
+            })
+            .await;
         ran.map_err(|e| {
             OpError::Internal(format!("exec {} in {}: {e}", process.exec_id, self.id))
         })?;

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{splice, SpliceFFlags};
@@ -94,10 +95,21 @@ pub async fn copy(
     dst: &AsyncFd<OwnedFd>,
     drain_only: bool,
 ) -> io::Result<Stop> {
+    copy_counted(src, dst, drain_only, &AtomicU64::new(0)).await
+}
+
+/// [`copy`], adding every byte moved to `progress` (so a waiter can tell a slow reader from
+/// a stalled one).
+pub async fn copy_counted(
+    src: &AsyncFd<OwnedFd>,
+    dst: &AsyncFd<OwnedFd>,
+    drain_only: bool,
+    progress: &AtomicU64,
+) -> io::Result<Stop> {
     if is_pipe(src.get_ref()) && is_pipe(dst.get_ref()) {
-        splice_loop(src, dst, drain_only).await
+        splice_loop(src, dst, drain_only, progress).await
     } else {
-        buffered_loop(src, dst, drain_only).await
+        buffered_loop(src, dst, drain_only, progress).await
     }
 }
 
@@ -105,6 +117,7 @@ async fn splice_loop(
     src: &AsyncFd<OwnedFd>,
     dst: &AsyncFd<OwnedFd>,
     drain_only: bool,
+    progress: &AtomicU64,
 ) -> io::Result<Stop> {
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
     loop {
@@ -117,7 +130,9 @@ async fn splice_loop(
             flags,
         ) {
             Ok(0) => return Ok(Stop::Eof),
-            Ok(_) => continue,
+            Ok(n) => {
+                progress.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
                 // EAGAIN means either side: an empty source or a full destination. Ask the
@@ -147,6 +162,7 @@ async fn buffered_loop(
     src: &AsyncFd<OwnedFd>,
     dst: &AsyncFd<OwnedFd>,
     drain_only: bool,
+    progress: &AtomicU64,
 ) -> io::Result<Stop> {
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
@@ -166,6 +182,7 @@ async fn buffered_loop(
             Err(e) => return Err(e.into()),
         };
         write_all(dst, &buf[..n]).await?;
+        progress.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 

@@ -17,6 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,12 +144,20 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 #[derive(Default)]
 pub struct ProcessStdio {
     stdin_close: Mutex<Option<oneshot::Sender<()>>>,
-    outputs: Mutex<Vec<JoinHandle<()>>>,
+    outputs: Mutex<Vec<Output>>,
     console: Mutex<Option<Arc<OwnedFd>>>,
 }
 
-/// How long output may keep flowing after a process exited before the shim stops copying:
-/// a background process that inherited stdout must not keep Wait/Delete hanging forever.
+/// One stdout/stderr copy and the bytes it has moved so far.
+struct Output {
+    task: JoinHandle<()>,
+    progress: Arc<AtomicU64>,
+}
+
+/// How long output may make *no progress* after a process exited before its exit is reported
+/// anyway: a background process that inherited stdout (no end of file, nothing to copy) or a
+/// reader that went away must not keep Wait hanging forever. A slow reader that keeps taking
+/// bytes is waited for, however long: every byte written before the exit gets out.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -164,18 +173,27 @@ impl ProcessStdio {
         }
     }
 
-    /// Waits (bounded) until all output has been copied out, then stops copying.
+    /// Waits until all output has been copied out, or until copying made no progress for
+    /// `bound`. A stalled copy keeps running (nothing is thrown away) until the process is
+    /// deleted.
     pub async fn finish_output(&self, bound: Duration) {
-        let handles = std::mem::take(&mut *locked(&self.outputs));
-        let deadline = tokio::time::Instant::now() + bound;
-        for mut handle in handles {
-            if tokio::time::timeout_at(deadline, &mut handle)
-                .await
-                .is_err()
-            {
-                handle.abort();
+        let outputs = std::mem::take(&mut *locked(&self.outputs));
+        let mut stalled = Vec::new();
+        for mut out in outputs {
+            let mut seen = out.progress.load(Ordering::Relaxed);
+            loop {
+                if tokio::time::timeout(bound, &mut out.task).await.is_ok() {
+                    break;
+                }
+                let now = out.progress.load(Ordering::Relaxed);
+                if now == seen {
+                    stalled.push(out);
+                    break;
+                }
+                seen = now;
             }
         }
+        locked(&self.outputs).extend(stalled);
     }
 
     pub fn resize(&self, width: u32, height: u32) -> io::Result<()> {
@@ -203,8 +221,8 @@ impl ProcessStdio {
     /// Stops everything at once (process deleted).
     pub fn abort(&self) {
         self.close_stdin();
-        for h in std::mem::take(&mut *locked(&self.outputs)) {
-            h.abort();
+        for out in std::mem::take(&mut *locked(&self.outputs)) {
+            out.task.abort();
         }
         locked(&self.console).take();
     }
@@ -363,18 +381,21 @@ fn chown_fd(fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
     Ok(())
 }
 
-fn spawn_output(src: OwnedFd, dst: OwnedFd) -> io::Result<JoinHandle<()>> {
+fn spawn_output(src: OwnedFd, dst: OwnedFd) -> io::Result<Output> {
     // Bigger pipes mean fewer wake-ups and bigger splices for the writer, the shim and the
     // reader alike (the data path is dd → pipe → shim → FIFO → client).
     copy::grow_pipe(&src);
     copy::grow_pipe(&dst);
     let src = async_fd(src)?;
     let dst = async_fd(dst)?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = copy(&src, &dst, false).await {
+    let progress = Arc::new(AtomicU64::new(0));
+    let counter = progress.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = copy::copy_counted(&src, &dst, false, &counter).await {
             log::warn!("stdout/stderr copy ended: {e}");
         }
-    }))
+    });
+    Ok(Output { task, progress })
 }
 
 async fn pump_stdin(
@@ -479,6 +500,21 @@ async fn start_logger(
 }
 
 impl Prepared {
+    /// Runs `start` — the runtime call that creates the process (create, exec, restore) and
+    /// gets its stdio and the console socket path — while taking the pty master it sends.
+    pub async fn launch<T, Fut>(
+        &mut self,
+        start: impl FnOnce(ProcessIo, Option<PathBuf>) -> Fut,
+    ) -> (T, io::Result<()>)
+    where
+        Fut: std::future::Future<Output = T>,
+    {
+        let console = self.console_socket.as_ref().map(|c| c.path().to_path_buf());
+        let io = std::mem::take(&mut self.runtime_io);
+        let started = start(io, console);
+        tokio::join!(started, self.attach_console())
+    }
+
     /// After the runtime created the process: takes the pty master from the console socket
     /// and starts copying between it and the FIFOs.
     pub async fn attach_console(&mut self) -> io::Result<()> {

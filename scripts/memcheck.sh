@@ -116,37 +116,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$dir/bin" "$dir/root" "$dir/state"
-ln -s "$shim" "$dir/bin/containerd-shim-tender-v2"
-cat >"$dir/config.toml" <<TOML
-version = 2
-root = "$dir/root"
-state = "$dir/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "$sock"
-
-[ttrpc]
-  address = "$sock.ttrpc"
-
-[debug]
-  level = "warn"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$dir/opt"
-TOML
+# shellcheck source=scripts/private-containerd.sh
+. "$repo/scripts/private-containerd.sh"
+private_containerd_layout "$dir" "$sock" "$shim" warn
 
 PATH="$dir/bin:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 </dev/null &
 containerd_pid=$!

@@ -115,6 +115,8 @@ pub struct Shim {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// IDs whose Create is in flight (so a concurrent Create of the same ID is refused).
     creating: Mutex<HashSet<String>>,
+    /// Woken whenever a Create ends (see `create_settled`).
+    create_ended: tokio::sync::Notify,
     /// Options the shim was started with (the start action's stdin); Create's options win.
     start_options: Options,
     shutdown: Arc<tokio::sync::Notify>,
@@ -138,6 +140,7 @@ impl Shim {
             publisher,
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
+            create_ended: tokio::sync::Notify::new(),
             start_options,
             shutdown,
         }
@@ -153,8 +156,15 @@ impl Shim {
     async fn create_settled(&self, id: &str) {
         const BOUND: std::time::Duration = std::time::Duration::from_secs(60);
         let deadline = tokio::time::Instant::now() + BOUND;
-        while lock(&self.creating).contains(id) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        loop {
+            // Armed before the check, so a Create ending in between still wakes us.
+            let ended = self.create_ended.notified();
+            if !lock(&self.creating).contains(id) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -395,6 +405,7 @@ impl Task for Shim {
         let result = self.do_create(&req).await;
         let mut creating = lock(&self.creating);
         creating.remove(&req.id);
+        self.create_ended.notify_waiters();
         let c = result?;
         let pid = c.init.pid();
         lock(&self.containers).insert(req.id.clone(), c.clone());

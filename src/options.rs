@@ -177,7 +177,9 @@ fn decode_runtimeoptions(bytes: &[u8]) -> Result<Options, String> {
             }
         }
     }
-    if body.is_empty() && !path.is_empty() {
+    // containerd ≥ 1.7 also sends the whole options table as `config_body` — including the
+    // `ConfigPath` key itself. When a path is given, the file is the options.
+    if !path.is_empty() {
         body = std::fs::read_to_string(&path)
             .map_err(|e| format!("read options file {path:?}: {e}"))?;
     }
@@ -212,6 +214,9 @@ impl Options {
             criu_work_path: String,
             #[serde(rename = "CriuPath", default)]
             _criu_path: String,
+            /// Present in `config_body` when the table names a file (read instead, above).
+            #[serde(rename = "ConfigPath", default)]
+            _config_path: String,
         }
         if body.trim().is_empty() {
             return Ok(Options::default());
@@ -266,6 +271,29 @@ mod tests {
         assert!(o.no_pivot_root);
         assert_eq!(o.shim_cgroup, "/x");
         assert_eq!(o.io_uid, 7);
+    }
+
+    #[test]
+    fn config_path_file_wins_over_the_body() {
+        let file = std::env::temp_dir().join(format!("tender-opts-{}.toml", std::process::id()));
+        std::fs::write(&file, "BinaryName = \"crun\"\n").expect("write");
+        // runtimeoptions.v1.Options: config_path = 2, config_body = 3.
+        let path = file.to_string_lossy().into_owned();
+        let body = format!("ConfigPath = \"{path}\"\nBinaryName = \"runc\"\n");
+        let mut bytes = vec![0x12, path.len() as u8];
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.push(0x1a);
+        bytes.push(body.len() as u8);
+        bytes.extend_from_slice(body.as_bytes());
+        let mut any = Any::new();
+        any.type_url = "runtimeoptions.v1.Options".into();
+        any.value = bytes;
+        let o = Options::from_any(Some(&any));
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(o.expect("options").binary_name, "crun");
+        // The body alone (no path) is read as it is, ConfigPath key and all.
+        let o = Options::from_toml("ConfigPath = \"\"\nBinaryName = \"runc\"").expect("toml");
+        assert_eq!(o.binary_name, "runc");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! `TENDER_E2E_RUNTIME=io.containerd.runc.v2` runs the same tests against
 //! containerd's Go shim.
 
+#[macro_use]
 mod common;
 
 use common::{processes, wait_until, CmdOutput, Containerd, Ctr, IMAGE_REF};
@@ -31,15 +32,6 @@ use std::time::{Duration, Instant};
 
 const SHORT: Duration = Duration::from_secs(10);
 const LONG: Duration = Duration::from_secs(60);
-
-macro_rules! setup {
-    ($name:expr) => {
-        match common::setup($name) {
-            Some(cd) => cd,
-            None => return,
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------
 // Local helpers

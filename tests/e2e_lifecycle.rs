@@ -6,34 +6,17 @@
 //! Each test starts its own containerd and uses its own namespace and
 //! container ids, so tests can run in parallel.
 
+#[macro_use]
 mod common;
 
 use common::{
-    mounts_containing, process_alive, process_cmdline, process_state, wait_until, Containerd, Ctr,
+    mounts_containing, process_alive, process_cmdline, process_state, wait_until, Containerd,
 };
 use std::path::Path;
 use std::time::Duration;
 
 const SHORT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
-
-macro_rules! setup {
-    ($name:expr) => {
-        match common::setup($name) {
-            Some(cd) => cd,
-            None => return,
-        }
-    };
-}
-
-/// Stop (SIGKILL), delete task and container, asserting each step.
-fn kill_and_delete(c: &Ctr<'_>, id: &str) {
-    c.kill(id, "SIGKILL");
-    c.wait_task_status(id, "STOPPED", SHORT);
-    let del = c.delete_task(id);
-    assert!(del.success(), "ctr task delete {id} failed{}", c.diag(&del));
-    c.delete_container(id);
-}
 
 #[test]
 fn echo_hello_output_bytes() {
@@ -169,7 +152,7 @@ fn state_and_pids_of_running_container() {
         1,
         "only `sleep` runs in the container; ctr task ps gave {pids:?}"
     );
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
 }
 
 #[test]
@@ -250,7 +233,7 @@ fn no_leftovers_after_delete() {
         c.log()
     );
 
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
 
     let left = wait_until(SHORT, POLL, || {
         mounts_containing(&needle).is_empty().then_some(())

@@ -22,6 +22,7 @@
 //! Tests built on `--runtime-config-path` (CRI's runtimeoptions.v1.Options) run against Tender
 //! only: containerd's Go shim does not read that options type.
 
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -43,24 +44,6 @@ use containerd_shim_protos::protobuf::Message;
 
 const SHORT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
-
-macro_rules! setup {
-    ($name:expr) => {
-        match common::setup($name) {
-            Some(cd) => cd,
-            None => return,
-        }
-    };
-}
-
-/// Stop (SIGKILL), delete task and container, asserting each step.
-fn kill_and_delete(c: &Ctr<'_>, id: &str) {
-    c.kill(id, "SIGKILL");
-    c.wait_task_status(id, "STOPPED", SHORT);
-    let del = c.delete_task(id);
-    assert!(del.success(), "ctr task delete {id} failed{}", c.diag(&del));
-    c.delete_container(id);
-}
 
 /// Tests that pass runtimeoptions.v1.Options: Tender only (the Go shim does not read them).
 fn tender_only(test: &str) -> bool {
@@ -391,7 +374,7 @@ fn runtime_binary_under_test_runs_the_containers() {
             "containerd (pid {pid}) should not see the cgroup2 mount in its namespace"
         );
     }
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,7 +452,7 @@ fn pause_resume_events_status_and_freezer() {
             "one {t} expected (failed calls publish nothing): {topics:?}"
         );
     }
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
 }
 
 /// What containerd does with a paused task: `ctr task delete` refuses it, SIGKILL ends it
@@ -584,7 +567,7 @@ fn update_changes_cgroup_limits() {
     );
     assert_eq!(read_trim(&mem.join("memory.limit_in_bytes")), "100663296");
     assert!(process_alive(info.pid), "the container died during updates");
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,7 +629,7 @@ fn metrics_report_real_cgroup_v1_numbers() {
         "cpuacct.usage only grows: metrics {} vs file {usage_file}",
         get("cpuacct.usage")
     );
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
 }
 
 /// A process in a cgroup2 directory created for the test: `hugetlb` enabled on the cgroup2
@@ -1066,7 +1049,7 @@ fn checkpoint_and_restore_plumbing_through_containerd() {
         ],
         "checkpoint argv with CheckpointOptions{{file_locks}}"
     );
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
     assert!(!process_alive(info.pid));
 
     // ctr containers restore --live: Create carries the extracted image dir, Start restores.
@@ -1123,7 +1106,7 @@ fn checkpoint_and_restore_plumbing_through_containerd() {
             r
         })
         .ok();
-    kill_and_delete(&c, &id2);
+    common::kill_and_delete(&c, &id2);
     if let Some(st) = state {
         for p in [&st.stdin, &st.stdout, &st.stderr] {
             if let Some(dir) = Path::new(p).parent() {
@@ -1291,12 +1274,12 @@ fn criu_checkpoint_and_restore_when_criu_works() {
     c.start_running(&id, &["sleep", "1000"]);
     let reference = format!("localhost/tender-e2e/{id}:criu");
     c.ctr_ok(&["containers", "checkpoint", "--task", &id, &reference]);
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
     let id2 = unique_id("criu-restored");
     c.ctr_ok(&["containers", "restore", "--live", &id2, &reference]);
     let info = c.wait_task_status(&id2, "RUNNING", SHORT);
     assert_eq!(process_cmdline(info.pid).as_deref(), Some("sleep 1000"));
-    kill_and_delete(&c, &id2);
+    common::kill_and_delete(&c, &id2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1535,7 +1518,7 @@ fn shim_cgroup_places_the_shim() {
             shims[0].0
         );
     }
-    kill_and_delete(&c, &id);
+    common::kill_and_delete(&c, &id);
     let gone = wait_until(SHORT, POLL, || c.shim_processes().is_empty().then_some(()));
     assert!(gone.is_some(), "shim left: {:?}", c.shim_processes());
 }

@@ -3,6 +3,7 @@
 //!
 //! Every test prints what it measured (`println!`, shown with `--nocapture`).
 
+#[macro_use]
 mod common;
 
 use common::{mounts_containing, process_alive, process_cmdline, process_state, wait_until, Ctr};
@@ -14,15 +15,6 @@ use std::time::{Duration, Instant};
 const SHORT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
 const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
-
-macro_rules! setup {
-    ($name:expr) => {
-        match common::setup($name) {
-            Some(cd) => cd,
-            None => return,
-        }
-    };
-}
 
 /// A counter printed every 10 ms as `<n> <phase>`, where `<phase>` is the content of the
 /// container's /tmp/phase (written by the test after each restart, so lines carrying the new

@@ -16,6 +16,18 @@
 //! pass, unless `CI=true`, in which case they fail.
 #![allow(dead_code)]
 
+/// `let cd = setup!("test_name");` — a private containerd for the test, or return (SKIP) when
+/// end-to-end tests cannot run here (never under CI=true; see [`setup`]).
+#[allow(unused_macros)]
+macro_rules! setup {
+    ($name:expr) => {
+        match common::setup($name) {
+            Some(cd) => cd,
+            None => return,
+        }
+    };
+}
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
@@ -1374,6 +1386,15 @@ pub fn shim_socket_dir_entries() -> BTreeSet<String> {
 }
 
 /// Convenience: start containerd for `test`, or `None` when skipping.
+/// Stop (SIGKILL), delete task and container, asserting each step.
+pub fn kill_and_delete(c: &Ctr<'_>, id: &str) {
+    c.kill(id, "SIGKILL");
+    c.wait_task_status(id, "STOPPED", Duration::from_secs(10));
+    let del = c.delete_task(id);
+    assert!(del.success(), "ctr task delete {id} failed{}", c.diag(&del));
+    c.delete_container(id);
+}
+
 pub fn setup(test: &str) -> Option<Containerd> {
     if !e2e_enabled(test) {
         return None;

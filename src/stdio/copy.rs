@@ -186,6 +186,45 @@ async fn buffered_loop(
     }
 }
 
+/// Bytes written into a pipe or FIFO that its reader has not taken yet (`FIONREAD` works on
+/// either end of a pipe). `None` when the descriptor cannot tell.
+fn unread_bytes(fd: &impl AsRawFd) -> Option<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    (rc == 0).then_some(n.max(0) as u64)
+}
+
+/// Waits until the reader of the FIFO `dst` has taken everything written into it, or made no
+/// progress for `bound`. Counts what it takes as progress.
+///
+/// Why: the output FIFOs are large (1 MiB) so the copy finishes long before the client has read
+/// it all, and some clients (ctr 1.6) stop reading once the exit is reported. Closing our end
+/// first would be fine for a reader that reads to end of file, but the exit must not be
+/// reported while output the process wrote before exiting is still in flight. There is no
+/// readiness event for "pipe became empty", so this polls with a backoff, only at exit and only
+/// while bytes are left.
+pub async fn wait_consumed(dst: &impl AsRawFd, progress: &AtomicU64, bound: std::time::Duration) {
+    let Some(mut left) = unread_bytes(dst) else {
+        return;
+    };
+    let mut delay = std::time::Duration::from_micros(200);
+    let mut since_progress = std::time::Duration::ZERO;
+    while left > 0 && since_progress < bound {
+        tokio::time::sleep(delay).await;
+        let now = unread_bytes(dst).unwrap_or(0);
+        if now < left {
+            progress.fetch_add(left - now, Ordering::Relaxed);
+            since_progress = std::time::Duration::ZERO;
+            delay = std::time::Duration::from_micros(200);
+        } else {
+            since_progress += delay;
+            delay = (delay * 2).min(std::time::Duration::from_millis(50));
+        }
+        left = now;
+    }
+}
+
 pub async fn write_all(dst: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match nix::unistd::write(dst.get_ref(), data) {
@@ -226,6 +265,51 @@ mod tests {
         drop(dst);
         writer.join().expect("writer");
         assert_eq!(reader.join().expect("reader"), expected);
+    }
+
+    /// The exit of a process is reported only once its reader took the output out of the FIFO
+    /// (a client that stops reading at the exit must still get every byte).
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_consumed_returns_once_the_reader_took_everything() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        let mut wf = std::fs::File::from(w);
+        std::io::Write::write_all(&mut wf, &[1u8; 60_000]).expect("write");
+        assert_eq!(unread_bytes(&wf), Some(60_000));
+        let reader = std::thread::spawn(move || {
+            let mut f = std::fs::File::from(r);
+            let mut buf = [0u8; 4096];
+            let mut got = 0;
+            while got < 60_000 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                got += std::io::Read::read(&mut f, &mut buf).expect("read");
+            }
+            f
+        });
+        let progress = AtomicU64::new(0);
+        wait_consumed(&wf, &progress, std::time::Duration::from_secs(10)).await;
+        assert_eq!(unread_bytes(&wf), Some(0));
+        assert_eq!(progress.load(Ordering::Relaxed), 60_000);
+        drop(reader.join().expect("reader"));
+    }
+
+    /// A reader that never reads does not hold the exit forever: `bound` without progress.
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_consumed_gives_up_on_a_reader_that_stopped() {
+        let (_r, w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        let mut wf = std::fs::File::from(w);
+        std::io::Write::write_all(&mut wf, &[1u8; 1000]).expect("write");
+        let progress = AtomicU64::new(0);
+        let started = std::time::Instant::now();
+        let bound = std::time::Duration::from_millis(300);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            wait_consumed(&wf, &progress, bound),
+        )
+        .await
+        .expect("wait_consumed ignored its bound");
+        assert!(started.elapsed() >= bound);
+        assert_eq!(unread_bytes(&wf), Some(1000));
+        assert_eq!(progress.load(Ordering::Relaxed), 0);
     }
 
     /// A bursty writer and a reader that sometimes lets the destination fill up: EAGAIN from

@@ -391,8 +391,9 @@ fn spawn_output(src: OwnedFd, dst: OwnedFd) -> io::Result<Output> {
     let progress = Arc::new(AtomicU64::new(0));
     let counter = progress.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = copy::copy_counted(&src, &dst, false, &counter).await {
-            log::warn!("stdout/stderr copy ended: {e}");
+        match copy::copy_counted(&src, &dst, false, &counter).await {
+            Ok(_) => copy::wait_consumed(dst.get_ref(), &counter, DRAIN_BOUND).await,
+            Err(e) => log::warn!("stdout/stderr copy ended: {e}"),
         }
     });
     Ok(Output { task, progress })

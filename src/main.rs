@@ -1,7 +1,8 @@
 //! containerd-shim-tender-v2: a containerd shim v2.
 //!
 //! `start` and `delete` are the actions containerd runs; without an action the binary is the
-//! serving daemon that `start` spawned. See `bootstrap` for each.
+//! daemon started by hand (the listening socket on fd 3; `start` forks its daemon instead).
+//! See `bootstrap` for each.
 
 use tender::bootstrap;
 

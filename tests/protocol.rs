@@ -122,18 +122,36 @@ fn socket_of(address: &str) -> PathBuf {
     PathBuf::from(address.trim_start_matches("unix://"))
 }
 
+/// The processes holding the listening socket bound at `socket` (the daemon's command line
+/// does not name its socket, as with containerd's own shims).
 fn shim_pids_for(socket: &Path) -> Vec<u32> {
     let needle = socket.to_string_lossy().into_owned();
+    // /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path"; listening = St 01.
+    let inodes: Vec<String> = std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 8 && f[7] == needle && f[5] == "01").then(|| format!("socket:[{}]", f[6]))
+        })
+        .collect();
     let mut pids = Vec::new();
+    if inodes.is_empty() {
+        return pids;
+    }
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains(&needle) && text.contains("containerd-shim-tender-v2") {
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .map(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+                .unwrap_or(false)
+        });
+        if holds {
             pids.push(pid);
         }
     }
@@ -219,6 +237,17 @@ async fn legacy_start_serves_v2_and_v3_and_reuses_the_group_shim() {
     );
     let first = shim_pids_for(&socket);
     assert_eq!(first.len(), 1, "one daemon: {first:?}");
+    // The daemon is forked from the start action; `ps` must not show it as a start.
+    let argv = std::fs::read(format!("/proc/{}/cmdline", first[0])).expect("daemon cmdline");
+    let words: Vec<String> = argv
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    assert!(
+        words.iter().any(|w| w == "-id") && !words.iter().any(|w| w == "start"),
+        "daemon command line: {words:?}"
+    );
 
     // A second start for the same group reuses the live shim.
     let (ok, out2, err) = bundle.start(b"");

@@ -1,5 +1,5 @@
 //! The shim's life outside the Task API: the `start` action (pick or reuse the pod's socket,
-//! spawn the serving daemon, tell containerd where it is), the `delete` action (clean up after
+//! fork the serving daemon, tell containerd where it is), the `delete` action (clean up after
 //! a dead shim), and `serve` (the daemon itself).
 
 pub mod flags;
@@ -9,9 +9,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +23,6 @@ use flags::Flags;
 pub const SOCKET_DIR: &str = "/run/containerd/s";
 /// The listening socket is handed to the daemon as this fd.
 const LISTENER_FD: RawFd = 3;
-/// Start options travel from the start action to the daemon in this variable (JSON).
-const START_OPTIONS_ENV: &str = "TENDER_START_OPTIONS";
 /// Annotations that group containers into one shim (per pod), in order of precedence.
 const GROUP_ANNOTATIONS: [&str; 2] = [
     "io.containerd.runc.v2.group",
@@ -163,7 +159,14 @@ pub fn start(flags: &Flags) -> Result<(), String> {
             }
             _ => None,
         };
-        if let Err(e) = spawn_daemon(flags, &path, &listener, &options, ttrpc_address.as_deref()) {
+        let daemon = Daemon {
+            namespace: flags.namespace.clone(),
+            debug: flags.debug,
+            socket: path.clone(),
+            ttrpc_address: ttrpc_address.unwrap_or_else(|| default_ttrpc_address(flags)),
+            options: options.clone(),
+        };
+        if let Err(e) = fork_daemon(daemon, listener, &options) {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
@@ -178,61 +181,98 @@ pub fn start(flags: &Flags) -> Result<(), String> {
         .map_err(|e| format!("write address: {e}"))
 }
 
-fn spawn_daemon(
-    flags: &Flags,
-    socket: &Path,
-    listener: &UnixListener,
-    options: &Options,
-    ttrpc_address: Option<&str>,
-) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("-namespace")
-        .arg(&flags.namespace)
-        .arg("-id")
-        .arg(&flags.id)
-        .arg("-address")
-        .arg(&flags.address)
-        .arg("-socket")
-        .arg(socket);
-    if flags.debug {
-        cmd.arg("-debug");
-    }
-    if let Some(addr) = ttrpc_address {
-        cmd.env("TTRPC_ADDRESS", addr);
-    }
-    cmd.env(
-        START_OPTIONS_ENV,
-        serde_json::to_string(options).unwrap_or_default(),
-    );
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let fd = listener.as_raw_fd();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if fd == LISTENER_FD {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(fd, LISTENER_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
+/// Starts the serving daemon as a forked child of the start action, without an exec: one
+/// program load fewer on every pod's critical path, and the daemon is serving as soon as the
+/// start action has answered. Safe because the start action is single-threaded (no runtime and
+/// no helper threads exist yet), so the child may run any code after `fork`.
+fn fork_daemon(daemon: Daemon, listener: UnixListener, options: &Options) -> Result<(), String> {
+    // SAFETY: see above: one thread, no locks held, so the child's copy of the process is whole.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = match become_daemon(&listener) {
+                Ok(()) => match run_daemon(daemon) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        log::error!("shim daemon: {e}");
+                        1
+                    }
+                },
+                Err(_) => 1,
+            };
+            // Never return into the start action's code (it would answer containerd twice).
+            std::process::exit(code);
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(listener);
+            let pid = child.as_raw() as u32;
+            adjust_oom_score(pid);
+            if !options.shim_cgroup.is_empty() {
+                if let Err(e) = crate::cgroups::move_to(&options.shim_cgroup, pid) {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    return Err(format!("ShimCgroup {:?}: {e}", options.shim_cgroup));
+                }
             }
             Ok(())
-        });
+        }
+        Err(e) => Err(format!("fork shim daemon: {e}")),
     }
-    let child = cmd.spawn().map_err(|e| format!("spawn shim daemon: {e}"))?;
-    let pid = child.id();
-    adjust_oom_score(pid);
-    if !options.shim_cgroup.is_empty() {
-        if let Err(e) = crate::cgroups::move_to(&options.shim_cgroup, pid) {
-            return Err(format!("ShimCgroup {:?}: {e}", options.shim_cgroup));
+}
+
+/// In the forked child: its own session, stdio on /dev/null (containerd reads the start
+/// action's stdout until end of file, so the daemon must not keep it), the listener on
+/// [`LISTENER_FD`] (close-on-exec: runtime CLIs and containers must not inherit it), and the
+/// `start` word gone from its command line.
+fn become_daemon(listener: &UnixListener) -> std::io::Result<()> {
+    nix::unistd::setsid()?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in 0..=2 {
+        nix::unistd::dup2(null.as_raw_fd(), fd)?;
+    }
+    drop(null);
+    let fd = listener.as_raw_fd();
+    if fd != LISTENER_FD {
+        nix::unistd::dup2(fd, LISTENER_FD)?;
+        nix::fcntl::fcntl(
+            LISTENER_FD,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+    }
+    hide_start_action();
+    Ok(())
+}
+
+/// Blanks a trailing `start` in this process's argument area, so `ps` shows a serving shim
+/// (`… -id X`, like a Go shim's daemon) and not a start action that never ended.
+fn hide_start_action() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name's closing parenthesis start at field 3 (state);
+    // arg_start and arg_end are fields 48 and 49 (proc(5)).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let addr = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+    let (Some(start), Some(end)) = (addr(48), addr(49)) else {
+        return;
+    };
+    const WORD: &[u8] = b"\0start\0";
+    if end < start + WORD.len() {
+        return;
+    }
+    let tail = (end - WORD.len()) as *mut u8;
+    // SAFETY: [arg_start, arg_end) is this process's own argument area as the kernel reports
+    // it: mapped and writable (it is on the initial stack), and no Rust reference points into
+    // it (std copies argv when asked for it; the flags were parsed before the fork).
+    unsafe {
+        if std::slice::from_raw_parts(tail, WORD.len()) == WORD {
+            std::ptr::write_bytes(tail, 0, WORD.len());
         }
     }
-    Ok(())
 }
 
 /// The daemon gets containerd's oom_score_adj + 1: under memory pressure the kernel picks
@@ -346,17 +386,40 @@ fn remove_dead_socket(bundle: &Path) {
     }
 }
 
-/// The daemon: serves the Task API on the inherited socket until the last container is gone.
+fn default_ttrpc_address(flags: &Flags) -> String {
+    std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", flags.address))
+}
+
+/// What the serving daemon needs, however it was started.
+struct Daemon {
+    namespace: String,
+    debug: bool,
+    /// Removed when the daemon exits.
+    socket: PathBuf,
+    /// containerd's ttrpc address, where events go.
+    ttrpc_address: String,
+    /// Options given to the start action (Create's options take precedence).
+    options: Options,
+}
+
+/// The daemon started by hand (tests, debugging): the listening socket must be on fd 3 and
+/// `-socket` names it. The start action forks the daemon instead (see [`fork_daemon`]).
 pub fn serve(flags: &Flags) -> Result<(), String> {
-    crate::logger::init(Path::new("log"), flags.debug);
+    run_daemon(Daemon {
+        namespace: flags.namespace.clone(),
+        debug: flags.debug,
+        socket: PathBuf::from(&flags.socket),
+        ttrpc_address: default_ttrpc_address(flags),
+        options: Options::default(),
+    })
+}
+
+/// The daemon: serves the Task API on the socket at [`LISTENER_FD`] until the last container
+/// is gone.
+fn run_daemon(d: Daemon) -> Result<(), String> {
+    crate::logger::init(Path::new("log"), d.debug);
     crate::reaper::become_subreaper().map_err(|e| format!("subreaper: {e}"))?;
-    let socket = PathBuf::from(&flags.socket);
-    let start_options: Options = std::env::var(START_OPTIONS_ENV)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    let ttrpc_address =
-        std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", flags.address));
+    let socket = d.socket;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -371,13 +434,13 @@ pub fn serve(flags: &Flags) -> Result<(), String> {
                 }
             }
         });
-        let publisher = crate::events::Publisher::start(ttrpc_address, flags.namespace.clone());
+        let publisher = crate::events::Publisher::start(d.ttrpc_address, d.namespace.clone());
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let shim = Arc::new(crate::service::Shim::new(
-            flags.namespace.clone(),
+            d.namespace,
             reaper,
             publisher.clone(),
-            start_options,
+            d.options,
             shutdown.clone(),
         ));
         let mut server = crate::server::build(shim.clone(), LISTENER_FD)?;

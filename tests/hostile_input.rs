@@ -29,6 +29,10 @@ use containerd_shim_protos::ttrpc;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use ttrpc::Code;
 
+// The Task API's method list, shared with the fuzz targets (the rest is theirs).
+#[path = "fuzz_checks/mod.rs"]
+mod fuzz_checks;
+
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-tender-v2");
 const TASK_V3: &str = "containerd.task.v3.Task";
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1468,24 +1472,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     }
     // Seeded random frames: random headers, random or mutated request payloads.
     let mut rng = Rng(0x007e_4de2_5eed);
-    let methods = [
-        "State",
-        "Create",
-        "Start",
-        "Delete",
-        "Pids",
-        "Pause",
-        "Resume",
-        "Checkpoint",
-        "Kill",
-        "Exec",
-        "ResizePty",
-        "CloseIO",
-        "Update",
-        "Wait",
-        "Stats",
-        "Connect",
-    ];
+    let methods = fuzz_checks::METHODS;
     let random_frames: usize = 400;
     for i in 0..random_frames {
         let bytes = match rng.below(4) {

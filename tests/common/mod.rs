@@ -1657,12 +1657,23 @@ impl Containerd {
 
 /// The standard private config: no CRI, debug log, everything under the instance's dir.
 fn default_config(l: &ContainerdLayout) -> String {
+    base_config(l, false)
+}
+
+/// The part of a private containerd's config every test shares: own root, state, sockets and
+/// opt dir, debug log, no metrics, eager GC. With `cri`, the CRI plugin stays enabled (the
+/// caller appends its `[plugins."io.containerd.grpc.v1.cri"]` table).
+pub fn base_config(l: &ContainerdLayout, cri: bool) -> String {
+    let cri_disabled = if cri {
+        ""
+    } else {
+        "\n  \"io.containerd.grpc.v1.cri\","
+    };
     format!(
         r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+disabled_plugins = [{cri_disabled}
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.aufs",

@@ -693,37 +693,9 @@ fn cri_config(l: &ContainerdLayout, runtime: &str, bridge: &str, subnet: &str) -
         // send inline keys, as config_body.
         format!("        ConfigPath = \"{}\"\n", options_path.display())
     };
+    let base = crate::common::base_config(l, true);
     format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{ttrpc}"
-
-[debug]
-  level = "debug"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-
-[plugins."io.containerd.gc.v1.scheduler"]
-  pause_threshold = 0.02
-
+        r#"{base}
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   # No CAP_SYS_RESOURCE here: never lower an oom_score_adj below containerd's.
@@ -751,11 +723,6 @@ disabled_plugins = [
     conf_dir = "{cni_conf}"
     max_conf_num = 1
 "#,
-        root = l.root.display(),
-        state = l.state.display(),
-        sock = l.socket.display(),
-        ttrpc = l.ttrpc_socket.display(),
-        opt = l.opt.display(),
         pause = PAUSE_REF,
         handler = HANDLER,
         options_table = options_table,

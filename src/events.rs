@@ -140,6 +140,10 @@ async fn deliver(
     let url = socket_url(&address);
     let mut client: Option<EventsClient> = None;
     while let Some(item) = rx.recv().await {
+        // Events are published from inside RPC handlers; let the handler's reply go out
+        // first (it is queued behind this task when the handler ends), the caller is waiting
+        // on it. Order among events is untouched: this task still sends them one by one.
+        tokio::task::yield_now().await;
         let mut req = ForwardRequest::new();
         let mut env = Envelope::new();
         env.timestamp = Some(timestamp(item.at)).into();

@@ -281,17 +281,20 @@ impl Shim {
             _ => {}
         }
         // Unmounting syncs the overlay's upper filesystem (milliseconds); the runtime's delete
-        // does not touch the rootfs, so the two run side by side.
-        let unmounted = c
-            .rootfs_mounted
-            .then(|| unmount_in_background(c.bundle.join("rootfs")));
-        let deleted = c.runtime.delete(&c.id, true).await;
-        if let Some(done) = unmounted {
-            match done.await {
-                Ok(Err(e)) => log::warn!("{e}"),
-                Err(_) => log::warn!("unmount of {} did not report back", c.id),
-                Ok(Ok(())) => {}
+        // does not touch the rootfs, so the two run side by side. join! polls in order: the
+        // runtime is already running when the unmount thread is being created.
+        let unmount = async {
+            if c.rootfs_mounted {
+                Some(unmount_in_background(c.bundle.join("rootfs")).await)
+            } else {
+                None
             }
+        };
+        let (deleted, unmounted) = tokio::join!(c.runtime.delete(&c.id, true), unmount);
+        match unmounted {
+            Some(Ok(Err(e))) => log::warn!("{e}"),
+            Some(Err(_)) => log::warn!("unmount of {} did not report back", c.id),
+            _ => {}
         }
         if let Err(e) = deleted {
             if !e.not_found {

@@ -68,44 +68,14 @@ ids=()
 
 ctr_() { ctr -a "$sock" -n "$ns" "$@"; }
 
+# shellcheck source=scripts/private-containerd.sh
+. "$repo/scripts/private-containerd.sh"
+
 # shellcheck disable=SC2317 # invoked through the EXIT trap
 cleanup() {
     local rc=$?
     set +e
-    if [ -n "$containerd_pid" ] && kill -0 "$containerd_pid" 2>/dev/null; then
-        for id in "${ids[@]}"; do
-            timeout 10 ctr -a "$sock" -n "$ns" task kill -s SIGKILL "$id" >/dev/null 2>&1
-        done
-        for id in "${ids[@]}"; do
-            timeout 10 ctr -a "$sock" -n "$ns" task delete -f "$id" >/dev/null 2>&1
-            timeout 10 ctr -a "$sock" -n "$ns" containers delete "$id" >/dev/null 2>&1
-        done
-        kill -TERM "$containerd_pid" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$containerd_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$containerd_pid" 2>/dev/null
-        wait "$containerd_pid" 2>/dev/null
-    fi
-    # Leftover shims of this containerd (their argv carries our socket path).
-    for p in /proc/[0-9]*; do
-        if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$sock"; then
-            kill -KILL "${p#/proc/}" 2>/dev/null
-        fi
-    done
-    # Mounts under our dir, deepest first.
-    awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-        while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
-    # Container processes still in our cgroups (the namespace is unique to this run), then
-    # the cgroups themselves.
-    for c in /sys/fs/cgroup/"$ns" /sys/fs/cgroup/*/"$ns"; do
-        [ -d "$c" ] || continue
-        find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u |
-            while read -r p; do kill -KILL "$p" 2>/dev/null; done
-    done
-    sleep 0.2
-    for c in /sys/fs/cgroup/"$ns" /sys/fs/cgroup/*/"$ns"; do
-        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    rm -rf "/run/containerd/runc/$ns"
+    private_containerd_teardown "$dir" "$sock" "$ns" "${ids[@]}"
     if [ "$rc" -eq 2 ] && [ -f "$dir/containerd.log" ]; then
         echo "memcheck: harness error; containerd log tail:" >&2
         grep -v 'loading plugin' "$dir/containerd.log" | tail -n 40 >&2
@@ -116,18 +86,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=scripts/private-containerd.sh
-. "$repo/scripts/private-containerd.sh"
 private_containerd_layout "$dir" "$sock" "$shim" warn
 
-PATH="$dir/bin:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 </dev/null &
-containerd_pid=$!
-for _ in $(seq 300); do
-    ctr -a "$sock" version >/dev/null 2>&1 && break
-    kill -0 "$containerd_pid" 2>/dev/null || die "containerd exited"
-    sleep 0.1
-done
-ctr -a "$sock" version >/dev/null 2>&1 || die "containerd did not come up"
+private_containerd_start "$dir" "$sock" || die "containerd did not come up (see $dir/containerd.log)"
 
 "$repo/scripts/busybox-image.sh" "$dir/busybox.tar" "$image" >/dev/null || die "cannot build the busybox image"
 ctr_ images import --base-name docker.io/library/busybox "$dir/busybox.tar" >/dev/null ||

@@ -101,7 +101,7 @@ fn read_pid(path: &Path) -> Result<i32, OpError> {
 
 impl Container {
     fn locked_execs(&self) -> MutexGuard<'_, HashMap<String, Arc<Process>>> {
-        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.execs)
     }
 
     /// Runs the runtime's `create` for the init process. Nothing is published here.
@@ -232,7 +232,7 @@ impl Container {
     /// arrived (then an event goes out even where the kill counter cannot be read).
     fn report_oom(&self, notified: bool) {
         let kills = self.cgroup.get().and_then(|c| c.oom_kills());
-        let mut reported = self.oom_reported.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reported = crate::lock(&self.oom_reported);
         let publish = match kills {
             Some(k) if k > *reported => {
                 *reported = k;
@@ -275,11 +275,7 @@ impl Container {
     /// Starts the init process; publishes TaskStart, then watches for its exit.
     pub async fn start(self: &Arc<Self>) -> Result<i32, OpError> {
         self.init.begin_start()?;
-        let plan = self
-            .restore
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let plan = crate::lock(&self.restore).take();
         let result = match plan {
             Some(plan) => self.run_restore(plan).await,
             None => self

@@ -14,3 +14,10 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod stdio;
+
+/// Locks a mutex, also when a thread panicked while holding it. Every mutex in the shim guards
+/// plain bookkeeping that each holder leaves consistent before anything can panic, so a poisoned
+/// lock is still usable, and a running shim must keep serving its other containers.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

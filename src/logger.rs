@@ -22,7 +22,7 @@ impl log::Log for FifoLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut guard = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::lock(&self.out);
         if let Some(out) = guard.as_mut() {
             let line = format!(
                 "time=\"{}\" level={} msg=\"{}\" runtime=io.containerd.tender.v2 pid={}\n",

@@ -57,9 +57,7 @@ impl Reaper {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A poisoned lock only means another thread panicked mid-update of plain maps;
-        // the maps themselves are still consistent enough to keep reaping.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.inner)
     }
 
     /// Spawns `cmd` and returns its pid and a receiver for its exit.

@@ -6,9 +6,10 @@
 //! errors. No lock is held across a runtime call or an await: the container table is a plain
 //! mutex taken only to look up, insert or remove an entry.
 
+use crate::lock;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use containerd_shim_protos::api;
@@ -120,10 +121,6 @@ pub struct Shim {
     /// Options the shim was started with (the start action's stdin); Create's options win.
     start_options: Options,
     shutdown: Arc<tokio::sync::Notify>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shim {

@@ -10,6 +10,7 @@
 pub mod console;
 pub mod copy;
 
+use crate::lock;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -160,15 +161,11 @@ struct Output {
 /// bytes is waited for, however long: every byte written before the exit gets out.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl ProcessStdio {
     /// CloseIO: everything already written to the stdin FIFO is delivered, then the process
     /// sees end of file.
     pub fn close_stdin(&self) {
-        if let Some(tx) = locked(&self.stdin_close).take() {
+        if let Some(tx) = lock(&self.stdin_close).take() {
             let _ = tx.send(());
         }
     }
@@ -177,7 +174,7 @@ impl ProcessStdio {
     /// `bound`. A stalled copy keeps running (nothing is thrown away) until the process is
     /// deleted.
     pub async fn finish_output(&self, bound: Duration) {
-        let outputs = std::mem::take(&mut *locked(&self.outputs));
+        let outputs = std::mem::take(&mut *lock(&self.outputs));
         let mut stalled = Vec::new();
         for mut out in outputs {
             let mut seen = out.progress.load(Ordering::Relaxed);
@@ -193,11 +190,11 @@ impl ProcessStdio {
                 seen = now;
             }
         }
-        locked(&self.outputs).extend(stalled);
+        lock(&self.outputs).extend(stalled);
     }
 
     pub fn resize(&self, width: u32, height: u32) -> io::Result<()> {
-        let console = locked(&self.console).clone();
+        let console = lock(&self.console).clone();
         let Some(console) = console else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -209,22 +206,22 @@ impl ProcessStdio {
 
     /// Takes over the stdio prepared for a process that already exists in the table (execs).
     pub fn adopt(&self, other: ProcessStdio) {
-        if let Some(tx) = locked(&other.stdin_close).take() {
-            *locked(&self.stdin_close) = Some(tx);
+        if let Some(tx) = lock(&other.stdin_close).take() {
+            *lock(&self.stdin_close) = Some(tx);
         }
-        locked(&self.outputs).append(&mut locked(&other.outputs));
-        if let Some(c) = locked(&other.console).take() {
-            *locked(&self.console) = Some(c);
+        lock(&self.outputs).append(&mut lock(&other.outputs));
+        if let Some(c) = lock(&other.console).take() {
+            *lock(&self.console) = Some(c);
         }
     }
 
     /// Stops everything at once (process deleted).
     pub fn abort(&self) {
         self.close_stdin();
-        for out in std::mem::take(&mut *locked(&self.outputs)) {
+        for out in std::mem::take(&mut *lock(&self.outputs)) {
             out.task.abort();
         }
-        locked(&self.console).take();
+        lock(&self.console).take();
     }
 }
 
@@ -302,7 +299,7 @@ pub async fn prepare(
         chown_fd(&r, io_owner)?;
         prepared.runtime_io.stdin = Some(r);
         let (tx, rx) = oneshot::channel();
-        *locked(&prepared.stdio.stdin_close) = Some(tx);
+        *lock(&prepared.stdio.stdin_close) = Some(tx);
         let src = async_fd(fifo)?;
         let dst = async_fd(w)?;
         tokio::spawn(pump_stdin(src, dst, rx));
@@ -350,13 +347,13 @@ pub async fn prepare(
                 let (r, w) = cloexec_pipe()?;
                 chown_fd(&w, io_owner)?;
                 prepared.runtime_io.stdout = Some(w);
-                locked(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
+                lock(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
             }
             if let Some(fifo) = err_fifo {
                 let (r, w) = cloexec_pipe()?;
                 chown_fd(&w, io_owner)?;
                 prepared.runtime_io.stderr = Some(w);
-                locked(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
+                lock(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
             }
         }
     }
@@ -528,7 +525,7 @@ impl Prepared {
             let src = async_fd(fifo)?;
             let dst = async_fd(master.try_clone()?)?;
             let (tx, rx) = oneshot::channel();
-            *locked(&self.stdio.stdin_close) = Some(tx);
+            *lock(&self.stdio.stdin_close) = Some(tx);
             tokio::spawn(async move {
                 tokio::select! {
                     res = copy_stdin(&src, &dst) => {
@@ -543,9 +540,9 @@ impl Prepared {
             });
         }
         if let Some(fifo) = out_fifo {
-            locked(&self.stdio.outputs).push(spawn_output(master.try_clone()?, fifo)?);
+            lock(&self.stdio.outputs).push(spawn_output(master.try_clone()?, fifo)?);
         }
-        *locked(&self.stdio.console) = Some(master);
+        *lock(&self.stdio.console) = Some(master);
         Ok(())
     }
 }

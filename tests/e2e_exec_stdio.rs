@@ -22,11 +22,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -100,68 +100,6 @@ fn describe(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
-}
-
-/// Runs `cmd` feeding `input` on its stdin (then closing it); kills it after `timeout`.
-fn run_with_stdin(mut cmd: Command, input: Vec<u8>, timeout: Duration) -> CmdOutput {
-    let cmdline = describe(&cmd);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmdline}: {e}"));
-    let mut stdin = child.stdin.take();
-    let writer = thread::spawn(move || {
-        if let Some(s) = stdin.as_mut() {
-            let _ = s.write_all(&input);
-        }
-        drop(stdin);
-    });
-    let so = reader(child.stdout.take());
-    let se = reader(child.stderr.take());
-    let mut out = CmdOutput {
-        cmdline,
-        code: None,
-        signal: None,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        timed_out: false,
-        spawn_error: None,
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => {
-                out.code = st.code();
-                out.signal = st.signal();
-                break;
-            }
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            _ => {
-                out.timed_out = true;
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-        }
-    }
-    let _ = writer.join();
-    out.stdout = so.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    out.stderr = se.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    out
-}
-
-fn reader<R: Read + Send + 'static>(r: Option<R>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut r) = r {
-            let _ = r.read_to_end(&mut buf);
-        }
-        let _ = tx.send(buf);
-    });
-    rx
 }
 
 /// A directory for test files inside the containerd temp dir (removed with it).
@@ -711,7 +649,7 @@ fn close_io_ends_cat_for_init_and_exec() {
     // init: `echo x | ctr run ... cat`
     let id = common::unique_id("cat");
     let args = run_args(&c, &[], &id, &["cat"]);
-    let out = run_with_stdin(ctr_command(&c, &args), b"x\n".to_vec(), SHORT);
+    let out = common::run_cmd_with_stdin(ctr_command(&c, &args), Some(b"x\n".to_vec()), SHORT);
     assert!(
         !out.timed_out,
         "`echo x | ctr run ... cat` hung: stdin EOF (CloseIO) never reached cat{}",
@@ -732,7 +670,7 @@ fn close_io_ends_cat_for_init_and_exec() {
     for n in 0..2 {
         let args = exec_args(&c, &[], &id, &format!("cat{n}"), &["cat"]);
         let input = format!("y{n}\n").into_bytes();
-        let out = run_with_stdin(ctr_command(&c, &args), input.clone(), SHORT);
+        let out = common::run_cmd_with_stdin(ctr_command(&c, &args), Some(input.clone()), SHORT);
         assert!(
             !out.timed_out,
             "`echo y | ctr task exec ... cat` hung: CloseIO never reached the exec{}",
@@ -770,7 +708,7 @@ fn stdin_round_trips_byte_identical() {
     for round in 0..4 {
         let id = common::unique_id("stdin");
         let args = run_args(&c, &[], &id, &["cat"]);
-        let out = run_with_stdin(ctr_command(&c, &args), data.clone(), LONG);
+        let out = common::run_cmd_with_stdin(ctr_command(&c, &args), Some(data.clone()), LONG);
         assert!(!out.timed_out, "init cat hung{}", c.diag(&out));
         assert_eq!(out.code, Some(0), "{}", c.diag(&out));
         assert_eq!(
@@ -785,7 +723,7 @@ fn stdin_round_trips_byte_identical() {
     // Checked inside too: the container's cat sees exactly these bytes.
     let id = common::unique_id("stdin-sum");
     let args = run_args(&c, &[], &id, &["sha256sum"]);
-    let out = run_with_stdin(ctr_command(&c, &args), data.clone(), LONG);
+    let out = common::run_cmd_with_stdin(ctr_command(&c, &args), Some(data.clone()), LONG);
     assert_eq!(out.code, Some(0), "{}", c.diag(&out));
     assert_eq!(
         out.stdout_str().split_whitespace().next().unwrap_or(""),
@@ -799,7 +737,7 @@ fn stdin_round_trips_byte_identical() {
     let id = common::unique_id("stdin-host");
     c.start_running(&id, &["sleep", "1000"]);
     let args = exec_args(&c, &[], &id, "cat", &["cat"]);
-    let out = run_with_stdin(ctr_command(&c, &args), data.clone(), LONG);
+    let out = common::run_cmd_with_stdin(ctr_command(&c, &args), Some(data.clone()), LONG);
     assert!(!out.timed_out, "exec cat hung{}", c.diag(&out));
     assert_eq!(out.code, Some(0), "{}", c.diag(&out));
     assert_eq!(

@@ -279,11 +279,25 @@ fn reader_thread<R: Read + Send + 'static>(r: Option<R>) -> Receiver<Vec<u8>> {
 }
 
 /// Run `cmd` (stdin = /dev/null) collecting stdout/stderr; kill it after `timeout`.
-pub fn run_cmd(mut cmd: Command, timeout: Duration) -> CmdOutput {
+pub fn run_cmd(cmd: Command, timeout: Duration) -> CmdOutput {
+    run_cmd_with_stdin(cmd, None, timeout)
+}
+
+/// [`run_cmd`] with `input` written to the command's stdin from a thread, which is closed
+/// after it (end of input); `None` = /dev/null.
+pub fn run_cmd_with_stdin(
+    mut cmd: Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> CmdOutput {
     let cmdline = describe(&cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut out = CmdOutput {
         cmdline,
         code: None,
@@ -300,6 +314,15 @@ pub fn run_cmd(mut cmd: Command, timeout: Duration) -> CmdOutput {
             return out;
         }
     };
+    let mut stdin = child.stdin.take();
+    let writer = input.map(|data| {
+        thread::spawn(move || {
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(&data);
+            }
+            drop(stdin);
+        })
+    });
     let so = reader_thread(child.stdout.take());
     let se = reader_thread(child.stderr.take());
     let deadline = Instant::now() + timeout;
@@ -325,6 +348,10 @@ pub fn run_cmd(mut cmd: Command, timeout: Duration) -> CmdOutput {
             break;
         }
         thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(w) = writer {
+        // The process is gone, so a blocked write has failed by now.
+        let _ = w.join();
     }
     // A grandchild could keep the pipes open; do not wait forever for EOF.
     out.stdout = so.recv_timeout(Duration::from_secs(5)).unwrap_or_default();

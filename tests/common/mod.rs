@@ -151,6 +151,11 @@ pub fn notice(msg: &str) {
 /// Returns `true` if end-to-end tests can run here. Otherwise prints a SKIP
 /// notice and returns `false` — or panics when `CI=true`.
 pub fn e2e_enabled(test: &str) -> bool {
+    e2e_enabled_with(test, &[])
+}
+
+/// What every end-to-end test needs and this machine lacks.
+fn e2e_missing() -> Vec<String> {
     let mut missing = Vec::new();
     // SAFETY: trivial libc call.
     if unsafe { geteuid() } != 0 {
@@ -169,18 +174,7 @@ pub fn e2e_enabled(test: &str) -> bool {
         missing.push(format!("`{}` for runtime {rt}", shim_binary_name(&rt)));
     }
     missing.extend(runtime_binary_missing());
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
-        "SKIP {test}: end-to-end test needs {} (run as root after `make deps`)",
-        missing.join(", ")
-    );
-    if ci() {
-        panic!("{msg} — failing because CI=true");
-    }
-    notice(&msg);
-    false
+    missing
 }
 
 /// Poll `f` every `interval` until it returns `Some` or `timeout` elapses.
@@ -1747,23 +1741,24 @@ pub fn kill_and_remove_cgroup_tree(dir: &Path) {
 /// Like [`e2e_enabled`] with extra requirements: each `(what, present)` pair that is not
 /// present is named in the SKIP notice (or the panic when `CI=true`).
 pub fn e2e_enabled_with(test: &str, extra: &[(&str, bool)]) -> bool {
-    let missing: Vec<&str> = extra
+    let mut missing: Vec<String> = extra
         .iter()
         .filter(|(_, ok)| !ok)
-        .map(|(w, _)| *w)
+        .map(|(w, _)| w.to_string())
         .collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "SKIP {test}: end-to-end test needs {} (run as root after `make deps`)",
-            missing.join(", ")
-        );
-        if ci() {
-            panic!("{msg} — failing because CI=true");
-        }
-        notice(&msg);
-        return false;
+    missing.extend(e2e_missing());
+    if missing.is_empty() {
+        return true;
     }
-    e2e_enabled(test)
+    let msg = format!(
+        "SKIP {test}: end-to-end test needs {} (run as root after `make deps`)",
+        missing.join(", ")
+    );
+    if ci() {
+        panic!("{msg} — failing because CI=true");
+    }
+    notice(&msg);
+    false
 }
 
 // ---------------------------------------------------------------------------

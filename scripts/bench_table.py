@@ -98,60 +98,43 @@ def verdict(ok):
     return "**PASS**" if ok else "**FAIL**"
 
 
+def latency_row(res, go, td, test, row, max_ratio, phases, rows, details, harness_errors):
+    """One latency row (median ratio Tender / Go, judged as displayed) and its phase table."""
+    target = "≤ %.2f× Go" % max_ratio
+    try:
+        g, t = latency(res, test, go), latency(res, test, td)
+        gm, tm = g["total"]["median"], t["total"]["median"]
+        r = round(ratio(tm, gm), 3)  # judged as displayed
+        rows.append((row, "median %.1f ms" % gm, "median %.1f ms" % tm, "%.3f×" % r,
+                     target, verdict(r <= max_ratio)))
+        details.append("%s phase medians, ms (n = %d / %d, errors %d / %d):\n" % (
+            test, g["total"]["n"], t["total"]["n"], g.get("errors", 0), t.get("errors", 0)))
+        details.append("| shim | " + " | ".join(phases) + " | total | p95 |")
+        details.append("|---" * (len(phases) + 3) + "|")
+        for lab, x in ((go, g), (td, t)):
+            details.append("| %s | %s | %.1f | %.1f |" % (
+                lab, " | ".join(fmt((x.get(p) or {}).get("median")) for p in phases),
+                x["total"]["median"], x["total"]["p95"]))
+        details.append("")
+    except NotRun:
+        rows.append((row, "-", "-", "-", target, "not run"))
+    except HarnessError as e:
+        harness_errors.append(str(e))
+        rows.append((row, "-", "-", "-", target, "ERROR"))
+
+
 def build(res, go, td, machine_lines):
     rows, notes, details = [], [], []
     harness_errors = []
     cfg = res.get("config", {})
 
-    # -- lifecycle ---------------------------------------------------------
-    try:
-        g, t = latency(res, "lifecycle", go), latency(res, "lifecycle", td)
-        gm, tm = g["total"]["median"], t["total"]["median"]
-        r = round(ratio(tm, gm), 3)  # judged as displayed
-        rows.append((ROW_LIFECYCLE, "median %.1f ms" % gm, "median %.1f ms" % tm, "%.3f×" % r,
-                     "≤ %.2f× Go" % LIFECYCLE_MAX_RATIO,
-                     verdict(r <= LIFECYCLE_MAX_RATIO)))
-        phases = ("prep", "create", "start", "wait", "delete", "cleanup")
-        details.append("lifecycle phase medians, ms (n = %d / %d, errors %d / %d):\n" % (
-            g["total"]["n"], t["total"]["n"], g.get("errors", 0), t.get("errors", 0)))
-        details.append("| shim | " + " | ".join(phases) + " | total | p95 |")
-        details.append("|---" * (len(phases) + 3) + "|")
-        for lab, x in ((go, g), (td, t)):
-            details.append("| %s | %s | %.1f | %.1f |" % (
-                lab, " | ".join(fmt((x.get(p) or {}).get("median")) for p in phases),
-                x["total"]["median"], x["total"]["p95"]))
-        details.append("")
-    except NotRun:
-        rows.append((ROW_LIFECYCLE, "-", "-", "-", "≤ %.2f× Go" % LIFECYCLE_MAX_RATIO, "not run"))
-    except HarnessError as e:
-        harness_errors.append(str(e))
-        rows.append((ROW_LIFECYCLE, "-", "-", "-",
-                     "≤ %.2f× Go" % LIFECYCLE_MAX_RATIO, "ERROR"))
-
-    # -- exec ----------------------------------------------------------------
-    try:
-        g, t = latency(res, "exec", go), latency(res, "exec", td)
-        gm, tm = g["total"]["median"], t["total"]["median"]
-        r = round(ratio(tm, gm), 3)  # judged as displayed
-        rows.append((ROW_EXEC, "median %.1f ms" % gm, "median %.1f ms" % tm, "%.3f×" % r,
-                     "≤ %.2f× Go" % EXEC_MAX_RATIO,
-                     verdict(r <= EXEC_MAX_RATIO)))
-        phases = ("exec", "start", "wait", "delete")
-        details.append("exec phase medians, ms (n = %d / %d, errors %d / %d):\n" % (
-            g["total"]["n"], t["total"]["n"], g.get("errors", 0), t.get("errors", 0)))
-        details.append("| shim | " + " | ".join(phases) + " | total | p95 |")
-        details.append("|---" * (len(phases) + 3) + "|")
-        for lab, x in ((go, g), (td, t)):
-            details.append("| %s | %s | %.1f | %.1f |" % (
-                lab, " | ".join(fmt((x.get(p) or {}).get("median")) for p in phases),
-                x["total"]["median"], x["total"]["p95"]))
-        details.append("")
-    except NotRun:
-        rows.append((ROW_EXEC, "-", "-", "-", "≤ %.2f× Go" % EXEC_MAX_RATIO, "not run"))
-    except HarnessError as e:
-        harness_errors.append(str(e))
-        rows.append((ROW_EXEC, "-", "-", "-",
-                     "≤ %.2f× Go" % EXEC_MAX_RATIO, "ERROR"))
+    # -- lifecycle and exec: latency medians, ratio to Go, phase table ------
+    latency_row(res, go, td, "lifecycle", ROW_LIFECYCLE, LIFECYCLE_MAX_RATIO,
+                ("prep", "create", "start", "wait", "delete", "cleanup"),
+                rows, details, harness_errors)
+    latency_row(res, go, td, "exec", ROW_EXEC, EXEC_MAX_RATIO,
+                ("exec", "start", "wait", "delete"),
+                rows, details, harness_errors)
 
     # -- density -------------------------------------------------------------
     try:

@@ -147,8 +147,6 @@ impl Container {
                 Some(plan),
             ));
         }
-        let pid_file = new.bundle.join("init.pid");
-        let _ = std::fs::remove_file(&pid_file);
         let not_before = Instant::now();
         let (runtime, id, bundle, pid_path) = (&new.runtime, &new.id, &new.bundle, &pid_file);
         let (no_pivot, no_new_keyring) = (new.no_pivot, new.no_new_keyring);

@@ -302,7 +302,7 @@ pub async fn prepare(
         *lock(&prepared.stdio.stdin_close) = Some(tx);
         let src = async_fd(fifo)?;
         let dst = async_fd(w)?;
-        tokio::spawn(pump_stdin(src, dst, rx));
+        tokio::spawn(pump_stdin(src, dst, rx, None));
     }
 
     match (&stdout, &stderr) {
@@ -396,20 +396,27 @@ fn spawn_output(src: OwnedFd, dst: OwnedFd) -> io::Result<Output> {
     Ok(Output { task, progress })
 }
 
+/// Copies the stdin FIFO to the process until the client's end of input or CloseIO. On
+/// CloseIO, flushes what the client wrote before it, then ends input: by closing `dst` (a
+/// pipe: end of file), after writing `eof_char` first where closing is not enough (a terminal
+/// sees end of input as ^D).
 async fn pump_stdin(
     src: tokio::io::unix::AsyncFd<OwnedFd>,
     dst: tokio::io::unix::AsyncFd<OwnedFd>,
     close: oneshot::Receiver<()>,
+    eof_char: Option<u8>,
 ) {
     tokio::select! {
         res = copy_stdin(&src, &dst) => {
             if let Err(e) = res { log::debug!("stdin copy ended: {e}"); }
         }
         _ = close => {
-            // Flush what the client wrote before CloseIO, then let the process see EOF.
             match copy(&src, &dst, true).await {
                 Ok(Stop::Eof) | Ok(Stop::Drained) => {}
                 Err(e) => log::debug!("stdin drain ended: {e}"),
+            }
+            if let Some(c) = eof_char {
+                let _ = copy::write_all(&dst, &[c]).await;
             }
         }
     }
@@ -526,18 +533,8 @@ impl Prepared {
             let dst = async_fd(master.try_clone()?)?;
             let (tx, rx) = oneshot::channel();
             *lock(&self.stdio.stdin_close) = Some(tx);
-            tokio::spawn(async move {
-                tokio::select! {
-                    res = copy_stdin(&src, &dst) => {
-                        if let Err(e) = res { log::debug!("console stdin copy ended: {e}"); }
-                    }
-                    _ = rx => {
-                        let _ = copy(&src, &dst, true).await;
-                        // End of input for a terminal is the EOF character (^D).
-                        let _ = copy::write_all(&dst, &[4]).await;
-                    }
-                }
-            });
+            // End of input for a terminal is the EOF character (^D).
+            tokio::spawn(pump_stdin(src, dst, rx, Some(4)));
         }
         if let Some(fifo) = out_fifo {
             lock(&self.stdio.outputs).push(spawn_output(master.try_clone()?, fifo)?);

@@ -1,6 +1,6 @@
 # Tender — containerd shim v2 (containerd-shim-tender-v2)
 #
-#   make build   release build
+#   make build   release build (static executable in target/release/)
 #   make deps    install host packages (containerd, runc, crun, busybox-static, ...)
 #   make test    unit + end-to-end tests (e2e needs root; CI=true makes skips fail),
 #                then the lifecycle and resources e2e tests again with crun
@@ -23,7 +23,7 @@ CRUN_PASS ?= 1
 all: build
 
 build:
-	$(CARGO) build --release
+	CARGO=$(CARGO) ./scripts/build-release.sh
 
 deps:
 	./scripts/install-deps.sh

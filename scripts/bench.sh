@@ -32,7 +32,7 @@
 #   BENCH_TESTS=lifecycle,exec,density,throughput
 #   BENCH_QUICK=1        smoke run (~20 s): n=10, warmup 1, M=10, 64 MiB x 1
 #                        (explicit BENCH_* values still win)
-#   BENCH_NO_BUILD=1     do not run cargo build
+#   BENCH_NO_BUILD=1     do not build (scripts/build-release.sh)
 #   BENCH_OUT=bench      output directory
 #   BENCH_ARGS="..."     extra shimbench arguments
 #   SHIMBENCH=../shared/bench/shimbench
@@ -77,8 +77,8 @@ done
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
     echo "bench: building the release shim"
-    cargo build --release ||
-        die "cargo build --release failed (to bench a built binary: BENCH_NO_BUILD=1 TENDER_SHIM=PATH)"
+    "$repo/scripts/build-release.sh" ||
+        die "scripts/build-release.sh failed (to bench a built binary: BENCH_NO_BUILD=1 TENDER_SHIM=PATH)"
 fi
 [ -x "$shim" ] || die "$shim not built"
 shim=$(readlink -f "$shim")

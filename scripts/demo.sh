@@ -24,7 +24,7 @@ fi
 "$repo/scripts/install-deps.sh"
 
 echo "demo: building the release shim"
-(cd "$repo" && cargo build --release)
+"$repo/scripts/build-release.sh"
 shim="$repo/target/release/containerd-shim-tender-v2"
 [ -x "$shim" ] || { echo "demo: $shim not built" >&2; exit 1; }
 

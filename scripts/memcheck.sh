@@ -54,8 +54,8 @@ case "$io_mode" in fifo) io_args=() ;; null) io_args=(--null-io) ;; *) die "MEMC
 
 if [ "${MEMCHECK_NO_BUILD:-0}" != 1 ]; then
     echo "memcheck: building the release shim"
-    (cd "$repo" && cargo build --release) ||
-        die "cargo build --release failed (to check an already built binary: MEMCHECK_NO_BUILD=1 TENDER_SHIM=PATH)"
+    "$repo/scripts/build-release.sh" ||
+        die "scripts/build-release.sh failed (to check an already built binary: MEMCHECK_NO_BUILD=1 TENDER_SHIM=PATH)"
 fi
 [ -x "$shim" ] || die "$shim not built"
 shim=$(readlink -f "$shim")

@@ -467,7 +467,7 @@ impl Container {
         })?;
         attached.map_err(|e| OpError::Internal(format!("terminal: {e}")))?;
         let pid = read_pid(&pid_file)?;
-        let _ = std::fs::remove_file(&pid_file);
+        crate::remove_file_soon(pid_file);
         process.stdio.adopt(std::mem::take(&mut prepared.stdio));
         process.set_created(pid, self.reaper.subscribe(pid, not_before));
         let rx = process.end_start(true);
@@ -501,7 +501,7 @@ impl Container {
         execs.remove(exec_id);
         drop(execs);
         process.stdio.abort();
-        let _ = std::fs::remove_file(self.exec_spec_path(exec_id));
+        crate::remove_file_soon(self.exec_spec_path(exec_id));
         Ok((process.pid(), exit))
     }
 

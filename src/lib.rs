@@ -21,3 +21,15 @@ pub mod stdio;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Removes a file once the RPC being served has sent its reply. Unlinking a file that was just
+/// written (a runtime's pid file, an exec's process spec) costs ~0.3 ms on ext4 because of
+/// delayed allocation; none of those files is read again, so the reply need not wait for it.
+/// One yield is enough: the reply is queued for the connection's writer before this task runs
+/// again. Must be called from inside the shim's runtime.
+pub(crate) fn remove_file_soon(path: std::path::PathBuf) {
+    tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        let _ = std::fs::remove_file(&path);
+    });
+}

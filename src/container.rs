@@ -49,6 +49,8 @@ pub struct Container {
     restore: Mutex<Option<RestorePlan>>,
     /// OOM kills already reported with a TaskOOM.
     oom_reported: Mutex<u64>,
+    /// Set once [`Container::ensure_cgroup`] has looked the init's cgroup up.
+    cgroup_looked_up: tokio::sync::OnceCell<()>,
 }
 
 /// Failure of a container operation, classified for the RPC layer.
@@ -138,14 +140,7 @@ impl Container {
                 work,
                 no_pivot: new.no_pivot,
             };
-            return Ok(Self::assemble(
-                new,
-                init,
-                reaper,
-                publisher,
-                None,
-                Some(plan),
-            ));
+            return Ok(Self::assemble(new, init, reaper, publisher, Some(plan)));
         }
         let not_before = Instant::now();
         let (runtime, id, bundle, pid_path) = (&new.runtime, &new.id, &new.bundle, &pid_file);
@@ -191,8 +186,7 @@ impl Container {
         let exit_rx = reaper.subscribe(pid, not_before);
         let init = Arc::new(Process::new(&new.id, "", new.stdio.clone(), prepared.stdio));
         init.set_created(pid, exit_rx);
-        let cgroup = cgroup_of(&new.id, pid);
-        Ok(Self::assemble(new, init, reaper, publisher, cgroup, None))
+        Ok(Self::assemble(new, init, reaper, publisher, None))
     }
 
     fn assemble(
@@ -200,14 +194,8 @@ impl Container {
         init: Arc<Process>,
         reaper: Arc<Reaper>,
         publisher: Publisher,
-        cgroup: Option<ProcessCgroup>,
         restore: Option<RestorePlan>,
     ) -> Arc<Container> {
-        let oom_baseline = cgroup.as_ref().and_then(|c| c.oom_kills()).unwrap_or(0);
-        let cell = OnceLock::new();
-        if let Some(cg) = cgroup {
-            let _ = cell.set(cg);
-        }
         Arc::new(Container {
             id: new.id,
             namespace: new.namespace,
@@ -220,10 +208,34 @@ impl Container {
             running_execs: watch::channel(0).0,
             reaper,
             publisher,
-            cgroup: cell,
+            cgroup: OnceLock::new(),
             restore: Mutex::new(restore),
-            oom_reported: Mutex::new(oom_baseline),
+            oom_reported: Mutex::new(0),
+            cgroup_looked_up: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Looks up the init's cgroup (for Stats and TaskOOM) and starts the OOM watch, once the
+    /// init has a pid; later and concurrent callers wait for the first. The lookup reads
+    /// `/proc/<pid>/cgroup` and the whole mount table, so Create leaves it to a task that runs
+    /// after its reply; Start, Stats and the restore path call this before they need it.
+    pub async fn ensure_cgroup(self: &Arc<Self>) {
+        let _ = self
+            .cgroup_looked_up
+            .get_or_try_init(|| async {
+                let pid = self.init.pid();
+                if pid <= 0 {
+                    return Err(()); // not created yet (a restore creates it in Start)
+                }
+                if let Some(cg) = cgroup_of(&self.id, pid) {
+                    // OOM kills before this point are not this container's to report.
+                    *crate::lock(&self.oom_reported) = cg.oom_kills().unwrap_or(0);
+                    let _ = self.cgroup.set(cg);
+                    self.watch_oom();
+                }
+                Ok(())
+            })
+            .await;
     }
 
     /// Publishes TaskOOM for OOM kills not reported yet. `notified` says an OOM notification
@@ -248,7 +260,7 @@ impl Container {
     }
 
     /// Watches the container's cgroup for OOM kills until the cgroup goes away.
-    pub fn watch_oom(self: &Arc<Self>) {
+    fn watch_oom(self: &Arc<Self>) {
         let Some(cgroup) = self.cgroup.get() else {
             return;
         };
@@ -272,6 +284,9 @@ impl Container {
 
     /// Starts the init process; publishes TaskStart, then watches for its exit.
     pub async fn start(self: &Arc<Self>) -> Result<i32, OpError> {
+        // The OOM watch must be in place before the init runs (a no-op for a restore, whose
+        // init does not exist yet: run_restore does it).
+        self.ensure_cgroup().await;
         self.init.begin_start()?;
         let plan = crate::lock(&self.restore).take();
         let result = match plan {
@@ -324,10 +339,7 @@ impl Container {
             .adopt(std::mem::take(&mut plan.prepared.stdio));
         self.init
             .set_created(pid, self.reaper.subscribe(pid, not_before));
-        if let Some(cg) = cgroup_of(&self.id, pid) {
-            let _ = self.cgroup.set(cg);
-            self.watch_oom();
-        }
+        self.ensure_cgroup().await;
         Ok(())
     }
 

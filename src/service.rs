@@ -424,7 +424,14 @@ impl Task for Shim {
         ev.checkpoint = req.checkpoint.clone();
         ev.pid = pid as u32;
         self.publisher.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
-        c.watch_oom();
+        // After the reply is queued (one yield, as for events): see Container::ensure_cgroup.
+        tokio::spawn({
+            let c = c.clone();
+            async move {
+                tokio::task::yield_now().await;
+                c.ensure_cgroup().await;
+            }
+        });
 
         let mut resp = api::CreateTaskResponse::new();
         resp.pid = pid as u32;
@@ -772,6 +779,7 @@ impl Task for Shim {
         req: api::StatsRequest,
     ) -> Result<api::StatsResponse> {
         let c = self.container(&req.id)?;
+        c.ensure_cgroup().await;
         let cgroup = c
             .cgroup
             .get()

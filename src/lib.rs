@@ -22,14 +22,22 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Removes a file once the RPC being served has sent its reply. Unlinking a file that was just
-/// written (a runtime's pid file, an exec's process spec) costs ~0.3 ms on ext4 because of
-/// delayed allocation; none of those files is read again, so the reply need not wait for it.
-/// One yield is enough: the reply is queued for the connection's writer before this task runs
-/// again. Must be called from inside the shim's runtime.
-pub(crate) fn remove_file_soon(path: std::path::PathBuf) {
+/// Runs `work` once the RPC being served has queued its reply: for work the reply does not
+/// depend on. One yield is enough: when the handler ends, its reply is queued for the
+/// connection's writer ahead of this task's next turn. Must be called from inside the shim's
+/// runtime.
+pub(crate) fn after_reply(work: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(async move {
         tokio::task::yield_now().await;
+        work.await;
+    });
+}
+
+/// Removes a file after the reply (see [`after_reply`]). None of these files (a runtime's pid
+/// file, an exec's process spec) is read again, and unlinking the exec pid file runc had just
+/// written was measured at 0.31 ms of the exec Start on this project's ext4 `/run`.
+pub(crate) fn remove_file_soon(path: std::path::PathBuf) {
+    after_reply(async move {
         let _ = std::fs::remove_file(&path);
     });
 }

@@ -424,14 +424,9 @@ impl Task for Shim {
         ev.checkpoint = req.checkpoint.clone();
         ev.pid = pid as u32;
         self.publisher.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
-        // After the reply is queued (one yield, as for events): see Container::ensure_cgroup.
-        tokio::spawn({
-            let c = c.clone();
-            async move {
-                tokio::task::yield_now().await;
-                c.ensure_cgroup().await;
-            }
-        });
+        // Not needed for the reply: see Container::ensure_cgroup.
+        let looked_up = c.clone();
+        crate::after_reply(async move { looked_up.ensure_cgroup().await });
 
         let mut resp = api::CreateTaskResponse::new();
         resp.pid = pid as u32;

@@ -186,6 +186,10 @@ pub fn start(flags: &Flags) -> Result<(), String> {
 /// start action has answered. Safe because the start action is single-threaded (no runtime and
 /// no helper threads exist yet), so the child may run any code after `fork`.
 fn fork_daemon(daemon: Daemon, listener: UnixListener, options: &Options) -> Result<(), String> {
+    // Blanked before the fork, so the child's copy is clean from its first instant: blanking it
+    // in the child raced the start action's reply (a `ps` right after could still see `start`).
+    // The start action's own flags were parsed already and it exits right after replying.
+    hide_start_action();
     // SAFETY: see above: one thread, no locks held, so the child's copy of the process is whole.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
@@ -221,7 +225,7 @@ fn fork_daemon(daemon: Daemon, listener: UnixListener, options: &Options) -> Res
 /// In the forked child: its own session, stdio on /dev/null (containerd reads the start
 /// action's stdout until end of file, so the daemon must not keep it), the listener on
 /// [`LISTENER_FD`] (close-on-exec: runtime CLIs and containers must not inherit it), and the
-/// `start` word gone from its command line.
+/// `start` word already gone from its command line (see [`fork_daemon`]).
 fn become_daemon(listener: &UnixListener) -> std::io::Result<()> {
     nix::unistd::setsid()?;
     let null = std::fs::OpenOptions::new()
@@ -240,7 +244,6 @@ fn become_daemon(listener: &UnixListener) -> std::io::Result<()> {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )?;
     }
-    hide_start_action();
     Ok(())
 }
 

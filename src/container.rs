@@ -423,6 +423,19 @@ impl Container {
         self.bundle.join(format!(".exec-{exec_id}.json"))
     }
 
+    fn exec_pid_path(&self, exec_id: &str) -> PathBuf {
+        self.bundle.join(format!(".exec-{exec_id}.pid"))
+    }
+
+    /// An exec's files stay until its Delete and go after that reply. Unlinking the pid file
+    /// runc has just written was measured at 0.3–0.5 ms on this project's ext4 `/run`; even
+    /// after Start's reply it delayed the State that containerd sends right behind Start,
+    /// while after Delete nothing is waiting.
+    fn remove_exec_files_soon(&self, exec_id: &str) {
+        crate::remove_file_soon(self.exec_spec_path(exec_id));
+        crate::remove_file_soon(self.exec_pid_path(exec_id));
+    }
+
     /// Starts an exec; publishes TaskExecStarted, then watches for its exit.
     pub async fn start_exec(self: &Arc<Self>, process: &Arc<Process>) -> Result<i32, OpError> {
         use crate::process::Status;
@@ -458,7 +471,7 @@ impl Container {
         )
         .await
         .map_err(|e| OpError::Invalid(format!("stdio: {e}")))?;
-        let pid_file = self.bundle.join(format!(".exec-{}.pid", process.exec_id));
+        let pid_file = self.exec_pid_path(&process.exec_id);
         let _ = std::fs::remove_file(&pid_file);
         let spec_path = self.exec_spec_path(&process.exec_id);
         let not_before = Instant::now();
@@ -479,7 +492,6 @@ impl Container {
         })?;
         attached.map_err(|e| OpError::Internal(format!("terminal: {e}")))?;
         let pid = read_pid(&pid_file)?;
-        crate::remove_file_soon(pid_file);
         process.stdio.adopt(std::mem::take(&mut prepared.stdio));
         process.set_created(pid, self.reaper.subscribe(pid, not_before));
         let rx = process.end_start(true);
@@ -513,7 +525,7 @@ impl Container {
         execs.remove(exec_id);
         drop(execs);
         process.stdio.abort();
-        crate::remove_file_soon(self.exec_spec_path(exec_id));
+        self.remove_exec_files_soon(exec_id);
         Ok((process.pid(), exit))
     }
 
@@ -523,6 +535,7 @@ impl Container {
         for (id, p) in execs {
             p.stdio.abort();
             let _ = std::fs::remove_file(self.exec_spec_path(&id));
+            let _ = std::fs::remove_file(self.exec_pid_path(&id));
         }
     }
 

@@ -33,9 +33,8 @@ pub(crate) fn after_reply(work: impl std::future::Future<Output = ()> + Send + '
     });
 }
 
-/// Removes a file after the reply (see [`after_reply`]). None of these files (a runtime's pid
-/// file, an exec's process spec) is read again, and unlinking the exec pid file runc had just
-/// written was measured at 0.31 ms of the exec Start on this project's ext4 `/run`.
+/// Removes a file after the reply (see [`after_reply`]): an exec's process spec and pid file,
+/// which nothing reads again once the exec is deleted (see `Container::remove_exec_files_soon`).
 pub(crate) fn remove_file_soon(path: std::path::PathBuf) {
     after_reply(async move {
         let _ = std::fs::remove_file(&path);

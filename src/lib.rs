@@ -40,3 +40,9 @@ pub(crate) fn remove_file_soon(path: std::path::PathBuf) {
         let _ = std::fs::remove_file(&path);
     });
 }
+
+/// Unit tests that create child processes hold this for as long as their children live: a
+/// running [`reaper::Reaper`] reaps with `waitpid(-1)` and would steal another test's child
+/// (whose `wait()` then fails with ECHILD). Test threads share one process.
+#[cfg(test)]
+pub(crate) static CHILD_PROCESS_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -159,10 +159,11 @@ pub fn become_subreaper() -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// One test for everything that spawns: `waitpid(-1)` in a second concurrently running
-    /// test would steal these children.
+    /// One test for everything the reaper spawns; the lock keeps other tests' children out of
+    /// its `waitpid(-1)`.
     #[tokio::test(flavor = "current_thread")]
     async fn spawned_exits_reach_their_subscribers() {
+        let _children = crate::CHILD_PROCESS_TESTS.lock().await;
         let reaper = Reaper::new();
         tokio::spawn(reaper.clone().run());
         let (_pid, rx) = reaper

@@ -187,13 +187,19 @@ fn pod_lifecycle_through_cri_with_one_shim_per_pod() {
     assert_eq!(r.stdout, b"out\n", "ExecSync stdout");
     assert_eq!(r.stderr, b"err\n", "ExecSync stderr");
     assert_eq!(r.exit_code, 3, "ExecSync exit code");
-    let r = cri
-        .exec_sync(&talker, &["cat", "/proc/1/cmdline"], 10)
-        .unwrap_or_else(|e| panic!("ExecSync talker: {e}\n{}", diag()));
-    assert_eq!(r.exit_code, 0);
-    assert_eq!(
-        r.stdout, b"sleep\x001000\x00",
-        "the talker's pid 1 after exec"
+    // RUNNING says nothing about how far the talker's script got: poll until its shell has
+    // exec'd `sleep` (ExecSync errors or other output mean "not yet").
+    let mut last = None;
+    let pid1_is_sleep = common::wait_until(WAIT, Duration::from_millis(50), || {
+        let r = cri.exec_sync(&talker, &["cat", "/proc/1/cmdline"], 10);
+        let done = matches!(&r, Ok(r) if r.exit_code == 0 && r.stdout == b"sleep\x001000\x00");
+        last = Some(r);
+        done.then_some(())
+    });
+    assert!(
+        pid1_is_sleep.is_some(),
+        "the talker's pid 1 never became `sleep 1000`; last ExecSync: {last:?}\n{}",
+        diag()
     );
 
     // ---- streaming Exec (containerd's streaming server, websocket) ----------------------

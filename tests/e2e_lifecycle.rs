@@ -132,7 +132,13 @@ fn state_and_pids_of_running_container() {
         "ctr task ls must show the container pid: {info:?}{}",
         c.log()
     );
-    let cmdline = process_cmdline(info.pid).unwrap_or_default();
+    // RUNNING is reported once the runtime's `start` returned, which (crun) may be a moment
+    // before the container's process has exec'd: poll.
+    let mut cmdline = String::new();
+    common::wait_until(SHORT, POLL, || {
+        cmdline = process_cmdline(info.pid).unwrap_or_default();
+        (cmdline == "sleep 1000").then_some(())
+    });
     assert_eq!(
         cmdline,
         "sleep 1000",

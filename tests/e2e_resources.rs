@@ -1093,8 +1093,14 @@ fn checkpoint_and_restore_plumbing_through_containerd() {
         "a restored task is not created: {}",
         w.text()
     );
+    // Polled: the restored process may not have exec'd yet when the restore returns.
+    let mut cmdline = None;
+    wait_until(SHORT, POLL, || {
+        cmdline = process_cmdline(restored.pid);
+        (cmdline.as_deref() == Some("sleep 1000")).then_some(())
+    });
     assert_eq!(
-        process_cmdline(restored.pid).as_deref(),
+        cmdline.as_deref(),
         Some("sleep 1000"),
         "the restored task's pid is the (emulated) restored process"
     );

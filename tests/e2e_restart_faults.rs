@@ -923,8 +923,11 @@ fn load_cycles_and_execs_lose_nothing_and_leak_nothing() {
     let lags = std::sync::Mutex::new(Vec::new());
     // Settled: only the anchor's init is a child, no zombies, and every TaskExit reached
     // containerd (under load the ordered, one-at-a-time event delivery falls behind; the
-    // queue's memory must not be mistaken for a leak). Returns (fds, RssAnon, zombies).
-    let settle = |what: &str, exits: usize| -> (usize, u64, usize) {
+    // queue's memory must not be mistaken for a leak), and the fd count has come back to
+    // `fds_want` (the baseline: connections and copy tasks of the last RPCs close a moment
+    // after ctr returns) or, for the baseline itself, read the same twice in a row.
+    // Returns (fds, RssAnon, zombies).
+    let settle = |what: &str, exits: usize, fds_want: Option<usize>| -> (usize, u64, usize) {
         let behind = exits.saturating_sub(exits_forwarded());
         let t = Instant::now();
         let drained = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
@@ -945,31 +948,39 @@ fn load_cycles_and_execs_lose_nothing_and_leak_nothing() {
             let (fds, rss, z) = footprint(shim);
             (kids.len() == 1 && z == 0).then_some((fds, rss, z))
         });
-        got.unwrap_or_else(|| {
+        let (mut fds, _, _) = got.unwrap_or_else(|| {
             panic!(
                 "{what}: shim {shim} did not settle: children {:?}",
                 children(shim)
             )
-        })
+        });
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            let now = footprint(shim).0;
+            let done = fds_want.map_or(now == fds, |want| now == want);
+            fds = now;
+            done.then_some(())
+        });
+        let (_, rss, z) = footprint(shim);
+        (fds, rss, z)
     };
     let mut exits = 25; // the warm-up
-    let (fd0, rss0, _) = settle("baseline", exits);
+    let (fd0, rss0, _) = settle("baseline", exits, None);
     let t = Instant::now();
     let cycle_failures = parallel(cycles, 4, cycle);
     let cycles_s = t.elapsed().as_secs_f64();
     exits += cycles;
-    let (fd1, rss1, _) = settle("after the cycles", exits);
+    let (fd1, rss1, _) = settle("after the cycles", exits, Some(fd0));
     // Two halves: the first may raise allocator high-water marks, the second must not grow
     // memory any further (growth proportional to the work would be a leak).
     let t = Instant::now();
     let half = execs / 2;
     let mut exec_failures = parallel(half, 50, exec);
     exits += half;
-    let (fd_half, rss_half, _) = settle("after the first half of the execs", exits);
+    let (fd_half, rss_half, _) = settle("after the first half of the execs", exits, Some(fd0));
     exec_failures.extend(parallel(execs - half, 50, |i| exec(half + i)));
     let execs_s = t.elapsed().as_secs_f64();
     exits = exits - half + execs;
-    let (fd2, rss2, z2) = settle("after the execs", exits);
+    let (fd2, rss2, z2) = settle("after the execs", exits, Some(fd0));
     let (vm_rss, rss_file) = (status_kib(shim, "VmRSS:"), status_kib(shim, "RssFile:"));
     let t2 = c.wait_task_status(&anchor, "RUNNING", SHORT);
     assert_eq!(t2.pid, ainfo.pid);

@@ -1425,7 +1425,9 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     let mut raw_checked = 0;
     let mut raw_count = 0;
     for (what, bytes, allowed) in raw_cases {
-        let got = raw_exchange(&socket, &bytes, Duration::from_millis(500));
+        // Where an answer is required, a slow runner gets time to give it.
+        let patience = if allowed.contains(&"none") { 500 } else { 5000 };
+        let got = raw_exchange(&socket, &bytes, Duration::from_millis(patience));
         raw_count += 1;
         raw_checked += 1;
         h.requests += 1;
@@ -1531,7 +1533,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let n = h.shim.fd_count();
-            if n <= fds_before || Instant::now() > deadline {
+            if n == fds_before || Instant::now() > deadline {
                 break n;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -357,6 +357,8 @@ mod tests {
     /// OOM-killed; stats report usage and limit; the stream ends when the cgroup is removed.
     #[tokio::test]
     async fn v1_real_oom() {
+        // Held until the shell is waited for, so the reaper test cannot reap it.
+        let _children = crate::CHILD_PROCESS_TESTS.lock().await;
         let mem_root = Path::new("/sys/fs/cgroup/memory");
         if !nix::unistd::geteuid().is_root() {
             println!("skipping v1_real_oom: not root");

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -52,6 +53,9 @@ pub struct Container {
     /// Set once [`Container::ensure_cgroup`] has looked the init's cgroup up.
     cgroup_looked_up: tokio::sync::OnceCell<()>,
 }
+
+/// Source of [`Process::instance`] for execs.
+static EXEC_INSTANCE: AtomicU64 = AtomicU64::new(0);
 
 /// Failure of a container operation, classified for the RPC layer.
 #[derive(Debug)]
@@ -409,31 +413,33 @@ impl Container {
                 self.id
             )));
         }
-        let path = self.exec_spec_path(exec_id);
+        let mut process = Process::new(&self.id, exec_id, stdio, Default::default());
+        process.instance = EXEC_INSTANCE.fetch_add(1, Ordering::Relaxed) + 1;
+        let path = self.exec_spec_path(&process);
         std::fs::write(&path, spec_json)
             .map_err(|e| OpError::Internal(format!("write {}: {e}", path.display())))?;
-        execs.insert(
-            exec_id.to_string(),
-            Arc::new(Process::new(&self.id, exec_id, stdio, Default::default())),
-        );
+        execs.insert(exec_id.to_string(), Arc::new(process));
         Ok(())
     }
 
-    fn exec_spec_path(&self, exec_id: &str) -> PathBuf {
-        self.bundle.join(format!(".exec-{exec_id}.json"))
+    fn exec_spec_path(&self, exec: &Process) -> PathBuf {
+        let (id, n) = (&exec.exec_id, exec.instance);
+        self.bundle.join(format!(".exec-{id}-{n}.json"))
     }
 
-    fn exec_pid_path(&self, exec_id: &str) -> PathBuf {
-        self.bundle.join(format!(".exec-{exec_id}.pid"))
+    fn exec_pid_path(&self, exec: &Process) -> PathBuf {
+        let (id, n) = (&exec.exec_id, exec.instance);
+        self.bundle.join(format!(".exec-{id}-{n}.pid"))
     }
 
     /// An exec's files stay until its Delete and go after that reply. Unlinking the pid file
     /// runc has just written was measured at 0.3–0.5 ms on this project's ext4 `/run`; even
     /// after Start's reply it delayed the State that containerd sends right behind Start,
-    /// while after Delete nothing is waiting.
-    fn remove_exec_files_soon(&self, exec_id: &str) {
-        crate::remove_file_soon(self.exec_spec_path(exec_id));
-        crate::remove_file_soon(self.exec_pid_path(exec_id));
+    /// while after Delete nothing is waiting. The names carry the exec's instance, so a new
+    /// exec under the same ID never loses its files to this.
+    fn remove_exec_files_soon(&self, exec: &Process) {
+        crate::remove_file_soon(self.exec_spec_path(exec));
+        crate::remove_file_soon(self.exec_pid_path(exec));
     }
 
     /// Starts an exec; publishes TaskExecStarted, then watches for its exit.
@@ -441,7 +447,7 @@ impl Container {
         use crate::process::Status;
         process.begin_start()?;
         if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
-            process.end_start(false);
+            process.start_failed();
             return Err(OpError::Precondition(format!(
                 "container {} is not running",
                 self.id
@@ -451,7 +457,7 @@ impl Container {
         match self.run_exec(process).await {
             Ok(pid) => Ok(pid),
             Err(e) => {
-                process.end_start(false);
+                process.start_failed();
                 self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
                 Err(e)
             }
@@ -471,9 +477,9 @@ impl Container {
         )
         .await
         .map_err(|e| OpError::Invalid(format!("stdio: {e}")))?;
-        let pid_file = self.exec_pid_path(&process.exec_id);
+        let pid_file = self.exec_pid_path(process);
         let _ = std::fs::remove_file(&pid_file);
-        let spec_path = self.exec_spec_path(&process.exec_id);
+        let spec_path = self.exec_spec_path(process);
         let not_before = Instant::now();
         let (spec, pid_path) = (&spec_path, &pid_file);
         let (ran, attached) = prepared
@@ -525,17 +531,17 @@ impl Container {
         execs.remove(exec_id);
         drop(execs);
         process.stdio.abort();
-        self.remove_exec_files_soon(exec_id);
+        self.remove_exec_files_soon(&process);
         Ok((process.pid(), exit))
     }
 
     /// Forgets all execs (container deleted).
     pub fn drop_execs(&self) {
         let execs = std::mem::take(&mut *self.locked_execs());
-        for (id, p) in execs {
+        for p in execs.into_values() {
             p.stdio.abort();
-            let _ = std::fs::remove_file(self.exec_spec_path(&id));
-            let _ = std::fs::remove_file(self.exec_pid_path(&id));
+            let _ = std::fs::remove_file(self.exec_spec_path(&p));
+            let _ = std::fs::remove_file(self.exec_pid_path(&p));
         }
     }
 

@@ -43,6 +43,10 @@ impl Status {
     }
 }
 
+/// What Wait answers for a process that never ran (its Start failed, or it was deleted
+/// while created): runc's own status for "the runtime failed".
+pub const NEVER_RAN: u32 = 255;
+
 #[derive(Clone, Copy, Debug)]
 pub struct ExitInfo {
     pub status: u32,
@@ -65,6 +69,10 @@ pub struct Process {
     pub exec_id: String,
     pub stdio_spec: StdioSpec,
     pub stdio: ProcessStdio,
+    /// Tells this exec's scratch files apart from those of an earlier exec with the same ID
+    /// (an ID may be reused once deleted, and the old files are removed in the background).
+    /// 0 for a container's init.
+    pub instance: u64,
     state: Mutex<State>,
     exited: watch::Sender<Option<ExitInfo>>,
 }
@@ -84,6 +92,7 @@ impl Process {
             exec_id: exec_id.to_string(),
             stdio_spec,
             stdio,
+            instance: 0,
             state: Mutex::new(State {
                 status: Status::Created,
                 pid: 0,
@@ -158,6 +167,27 @@ impl Process {
         None
     }
 
+    /// An exec's Start failed: it never ran and never will, so it is stopped (a second Start
+    /// is refused), and whoever waits for it — containerd's clients call Wait before Start —
+    /// is answered with [`NEVER_RAN`] instead of waiting forever (a failing exec probe would
+    /// otherwise leave one stuck Wait per attempt). No TaskExit: nothing started.
+    pub fn start_failed(&self) {
+        let exit = ExitInfo {
+            status: NEVER_RAN,
+            at: SystemTime::now(),
+        };
+        {
+            let mut s = self.lock();
+            s.starting = false;
+            if s.status != Status::Created {
+                return;
+            }
+            s.status = Status::Stopped;
+            s.exit = Some(exit);
+        }
+        self.exited.send_replace(Some(exit));
+    }
+
     /// Takes the exit promise of a process that will never be started (killed while created).
     pub fn take_exit_rx_if_created(&self) -> Option<oneshot::Receiver<Exit>> {
         let mut s = self.lock();
@@ -202,9 +232,25 @@ impl Process {
     pub fn set_deleted(&self) -> Result<Option<ExitInfo>, Illegal> {
         let mut s = self.lock();
         match s.status {
-            Status::Stopped | Status::Created if !s.starting => {
+            Status::Stopped if !s.starting => {
                 s.status = Status::Deleted;
                 Ok(s.exit)
+            }
+            Status::Created if !s.starting => {
+                s.status = Status::Deleted;
+                drop(s);
+                // Never ran: release waiters (see `start_failed`); Delete itself still reports
+                // no exit.
+                self.exited.send_if_modified(|e| {
+                    e.is_none() && {
+                        *e = Some(ExitInfo {
+                            status: NEVER_RAN,
+                            at: SystemTime::now(),
+                        });
+                        true
+                    }
+                });
+                Ok(None)
             }
             st => Err(Illegal(format!(
                 "cannot delete {}: it is {st:?}",
@@ -213,7 +259,8 @@ impl Process {
         }
     }
 
-    /// Waits until the process has exited (and its exit was published).
+    /// Waits until the process has exited (and its exit was published), or is known never to
+    /// run ([`NEVER_RAN`]).
     pub async fn wait(&self) -> ExitInfo {
         let mut rx = self.exited.subscribe();
         loop {
@@ -274,5 +321,37 @@ mod tests {
             at: SystemTime::now(),
         });
         assert_eq!(waiter.await.expect("join"), 143);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_start_stops_the_process_and_answers_waiters() {
+        let p = std::sync::Arc::new(p());
+        let q = p.clone();
+        let waiter = tokio::spawn(async move { q.wait().await.status });
+        tokio::task::yield_now().await;
+        p.begin_start().expect("start");
+        p.start_failed();
+        assert_eq!(waiter.await.expect("join"), NEVER_RAN);
+        assert_eq!(p.status(), Status::Stopped);
+        assert!(p.begin_start().is_err(), "no second start");
+        assert_eq!(
+            p.set_deleted().expect("delete").map(|e| e.status),
+            Some(NEVER_RAN)
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn deleting_a_created_process_answers_waiters() {
+        let p = std::sync::Arc::new(p());
+        let q = p.clone();
+        let waiter = tokio::spawn(async move { q.wait().await.status });
+        tokio::task::yield_now().await;
+        assert!(
+            p.set_deleted().expect("delete").is_none(),
+            "no exit to report"
+        );
+        assert_eq!(waiter.await.expect("join"), NEVER_RAN);
+        // A later Wait (e.g. a retried RPC) is answered at once too.
+        assert_eq!(p.wait().await.status, NEVER_RAN);
     }
 }

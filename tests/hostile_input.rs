@@ -903,6 +903,45 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         h.client.delete(ctx(), &d),
         [OK]
     );
+    // A Delete and a new Exec under the same id, back to back on one connection, then Start:
+    // the new exec must not lose its files to the old one's cleanup (done after the reply).
+    let mut r = api::ExecProcessRequest::new();
+    (r.id, r.exec_id) = (good.into(), "again".into());
+    r.spec = exec_spec(&["true"]);
+    let mut s = api::StartRequest::new();
+    (s.id, s.exec_id) = (good.into(), "again".into());
+    let mut w = api::WaitRequest::new();
+    (w.id, w.exec_id) = (good.into(), "again".into());
+    let mut d = api::DeleteRequest::new();
+    (d.id, d.exec_id) = (good.into(), "again".into());
+    hostile!(h, "Exec(again #1)", h.client.exec(ctx(), &r), [OK]);
+    hostile!(h, "Start(again #1)", h.client.start(ctx(), &s), [OK]);
+    hostile!(h, "Wait(again #1)", h.client.wait(ctx(), &w), [OK]);
+    let (deleted, added) = tokio::join!(h.client.delete(ctx(), &d), h.client.exec(ctx(), &r));
+    let (got, msg) = (outcome(&deleted), message(&deleted));
+    h.expect("Delete(again #1, pipelined)", got, msg, &[Code::OK])
+        .await;
+    eprintln!(
+        "PIPELINED: delete={} exec={}",
+        outcome(&deleted),
+        outcome(&added)
+    );
+    if outcome(&added) == "ALREADY_EXISTS" {
+        // The shim took the Exec first: legal, just not the case under test. Plain reuse.
+        hostile!(h, "Exec(again #2)", h.client.exec(ctx(), &r), [OK]);
+    } else {
+        let (got, msg) = (outcome(&added), message(&added));
+        h.expect("Exec(again #2, pipelined)", got, msg, &[Code::OK])
+            .await;
+    }
+    hostile!(h, "Start(again #2)", h.client.start(ctx(), &s), [OK]);
+    let waited = h.client.wait(ctx(), &w).await;
+    if let Ok(resp) = &waited {
+        assert_eq!(resp.exit_status, 0, "the second `again` exec ran `true`");
+    }
+    let (got, msg) = (outcome(&waited), message(&waited));
+    h.expect("Wait(again #2)", got, msg, &[Code::OK]).await;
+    hostile!(h, "Delete(again #2)", h.client.delete(ctx(), &d), [OK]);
     let mut r = api::ExecProcessRequest::new();
     (r.id, r.exec_id) = (good.into(), "noargs".into());
     r.spec = any("x", br#"{"args":[],"cwd":"/"}"#.to_vec());
@@ -918,6 +957,45 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     let mut d = api::DeleteRequest::new();
     (d.id, d.exec_id) = (good.into(), "noargs".into());
     hostile!(h, "Delete(failed exec)", h.client.delete(ctx(), &d), [OK]);
+    // An exec whose binary does not exist (a broken exec probe), with a Wait sent before the
+    // Start as containerd's clients do: the failed Start must answer that Wait, not leave it
+    // pending for good.
+    let mut r = api::ExecProcessRequest::new();
+    (r.id, r.exec_id) = (good.into(), "missing".into());
+    r.spec = exec_spec(&["/no/such/binary"]);
+    hostile!(h, "Exec(missing binary)", h.client.exec(ctx(), &r), [OK]);
+    let mut s = api::StartRequest::new();
+    (s.id, s.exec_id) = (good.into(), "missing".into());
+    let mut w = api::WaitRequest::new();
+    (w.id, w.exec_id) = (good.into(), "missing".into());
+    let (waited, started) =
+        tokio::join!(h.client.wait(ctx_ms(20_000), &w), h.client.start(ctx(), &s));
+    let (got, msg) = (outcome(&started), message(&started));
+    h.expect(
+        "Start(missing binary)",
+        got,
+        msg,
+        &[Code::UNKNOWN, Code::INVALID_ARGUMENT],
+    )
+    .await;
+    match &waited {
+        Ok(resp) => assert_eq!(resp.exit_status, 255, "Wait after a failed Start: {resp:?}"),
+        Err(e) => panic!("Wait pending across a failed Start was not answered: {e:?}"),
+    }
+    hostile!(
+        h,
+        "Start(missing binary, again)",
+        h.client.start(ctx(), &s),
+        [FAILED_PRECONDITION]
+    );
+    let mut d = api::DeleteRequest::new();
+    (d.id, d.exec_id) = (good.into(), "missing".into());
+    hostile!(
+        h,
+        "Delete(exec that never ran)",
+        h.client.delete(ctx(), &d),
+        [OK]
+    );
 
     // --- Illegal moves on the running container ---------------------------------------------
     let mut r = api::DeleteRequest::new();

@@ -539,6 +539,9 @@ impl Container {
     pub fn drop_execs(&self) {
         let execs = std::mem::take(&mut *self.locked_execs());
         for p in execs.into_values() {
+            // An exec that never started answers its waiters now (a stopped one already has;
+            // a running one cannot be: its container is gone, so its exit is on the way).
+            let _ = p.set_deleted();
             p.stdio.abort();
             let _ = std::fs::remove_file(self.exec_spec_path(&p));
             let _ = std::fs::remove_file(self.exec_pid_path(&p));

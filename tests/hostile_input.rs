@@ -1624,6 +1624,11 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     }
 
     // --- The reference container was never touched: its normal life still works ------------
+    // (with one exec created and never started: its Wait must be answered at the Delete)
+    let mut r = api::ExecProcessRequest::new();
+    (r.id, r.exec_id) = (good.into(), "orphan".into());
+    r.spec = exec_spec(&["true"]);
+    h.client.exec(ctx(), &r).await.expect("exec orphan");
     let mut k = api::KillRequest::new();
     (k.id, k.signal) = (good.into(), 9);
     h.client.kill(ctx(), &k).await.expect("kill reference");
@@ -1631,10 +1636,19 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     w.id = good.into();
     let waited = h.client.wait(ctx(), &w).await.expect("wait reference");
     assert_eq!(waited.exit_status, 137);
+    let mut ow = api::WaitRequest::new();
+    (ow.id, ow.exec_id) = (good.into(), "orphan".into());
     let mut d = api::DeleteRequest::new();
     d.id = good.into();
-    let deleted = h.client.delete(ctx(), &d).await.expect("delete reference");
+    let (orphan_wait, deleted) = tokio::join!(
+        h.client.wait(ctx_ms(20_000), &ow),
+        h.client.delete(ctx(), &d)
+    );
+    let deleted = deleted.expect("delete reference");
     assert_eq!(deleted.exit_status, 137);
+    let orphan_wait =
+        orphan_wait.expect("a Wait for a never-started exec is answered at the container's Delete");
+    assert_eq!(orphan_wait.exit_status, 255);
     let _ = h.client.shutdown(ctx(), &api::ShutdownRequest::new()).await;
     let exit = h.shim.wait_exit(Duration::from_secs(15));
     let stderr = h.shim.stderr_text();

@@ -1640,10 +1640,11 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     (ow.id, ow.exec_id) = (good.into(), "orphan".into());
     let mut d = api::DeleteRequest::new();
     d.id = good.into();
-    let (orphan_wait, deleted) = tokio::join!(
-        h.client.wait(ctx_ms(20_000), &ow),
-        h.client.delete(ctx(), &d)
-    );
+    // The Delete goes out a moment after the Wait, so the Wait is surely pending by then.
+    let (orphan_wait, deleted) = tokio::join!(h.client.wait(ctx_ms(20_000), &ow), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.client.delete(ctx(), &d).await
+    });
     let deleted = deleted.expect("delete reference");
     assert_eq!(deleted.exit_status, 137);
     let orphan_wait =

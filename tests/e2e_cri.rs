@@ -187,6 +187,27 @@ fn pod_lifecycle_through_cri_with_one_shim_per_pod() {
     assert_eq!(r.stdout, b"out\n", "ExecSync stdout");
     assert_eq!(r.stderr, b"err\n", "ExecSync stderr");
     assert_eq!(r.exit_code, 3, "ExecSync exit code");
+    // A command that does not exist (a broken exec probe): a clear error, promptly. CRI's
+    // cleanup of the failed exec waits for its Wait, which must be answered although the
+    // process never ran.
+    let t = Instant::now();
+    let r = cri.exec_sync(&sleeper, &["/no/such/binary"], 10);
+    let took = t.elapsed();
+    match &r {
+        Err(e) => assert!(
+            e.message().contains("/no/such/binary"),
+            "the error should name the missing command: {e:?}"
+        ),
+        Ok(resp) => assert_ne!(
+            resp.exit_code, 0,
+            "a missing command cannot succeed: {resp:?}"
+        ),
+    }
+    assert!(
+        took < Duration::from_secs(8),
+        "ExecSync of a missing command took {took:?}: {r:?}\n{}",
+        diag()
+    );
     // RUNNING says nothing about how far the talker's script got: poll until its shell has
     // exec'd `sleep` (ExecSync errors or other output mean "not yet").
     let mut last = None;

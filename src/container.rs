@@ -477,8 +477,8 @@ impl Container {
         )
         .await
         .map_err(|e| OpError::Invalid(format!("stdio: {e}")))?;
+        // Named per exec instance, and a Start is never retried: no stale file to clear.
         let pid_file = self.exec_pid_path(process);
-        let _ = std::fs::remove_file(&pid_file);
         let spec_path = self.exec_spec_path(process);
         let not_before = Instant::now();
         let (spec, pid_path) = (&spec_path, &pid_file);
@@ -543,8 +543,7 @@ impl Container {
             // a running one cannot be: its container is gone, so its exit is on the way).
             let _ = p.set_deleted();
             p.stdio.abort();
-            let _ = std::fs::remove_file(self.exec_spec_path(&p));
-            let _ = std::fs::remove_file(self.exec_pid_path(&p));
+            self.remove_exec_files_soon(&p);
         }
     }
 

@@ -53,6 +53,16 @@ pub struct ExitInfo {
     pub at: SystemTime,
 }
 
+impl ExitInfo {
+    /// The exit Wait reports for a process that never ran, stamped now.
+    fn never_ran() -> Self {
+        Self {
+            status: NEVER_RAN,
+            at: SystemTime::now(),
+        }
+    }
+}
+
 struct State {
     status: Status,
     pid: i32,
@@ -172,10 +182,7 @@ impl Process {
     /// is answered with [`NEVER_RAN`] instead of waiting forever (a failing exec probe would
     /// otherwise leave one stuck Wait per attempt). No TaskExit: nothing started.
     pub fn start_failed(&self) {
-        let exit = ExitInfo {
-            status: NEVER_RAN,
-            at: SystemTime::now(),
-        };
+        let exit = ExitInfo::never_ran();
         {
             let mut s = self.lock();
             s.starting = false;
@@ -241,15 +248,7 @@ impl Process {
                 drop(s);
                 // Never ran: release waiters (see `start_failed`); Delete itself still reports
                 // no exit.
-                self.exited.send_if_modified(|e| {
-                    e.is_none() && {
-                        *e = Some(ExitInfo {
-                            status: NEVER_RAN,
-                            at: SystemTime::now(),
-                        });
-                        true
-                    }
-                });
+                self.exited.send_replace(Some(ExitInfo::never_ran()));
                 Ok(None)
             }
             st => Err(Illegal(format!(

@@ -11,6 +11,7 @@ pub mod options;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
+pub mod sealed_runtime;
 pub mod server;
 pub mod service;
 pub mod stdio;

@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -108,6 +109,10 @@ pub struct Runtime {
 /// other's errors.
 static LOG_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// How many `create`s and `exec`s this shim has run (see [`Runtime::container_process_command`]).
+static CONTAINER_PROCESSES_STARTED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Finds `name` on PATH (or takes it as a path when it contains a slash).
 pub fn resolve_binary(name: &str) -> std::result::Result<PathBuf, String> {
     if name.is_empty() {
@@ -158,9 +163,29 @@ impl Runtime {
     }
 
     fn command(&self, args: &[&std::ffi::OsStr]) -> Command {
+        self.command_running(&self.binary, args)
+    }
+
+    /// For the commands that start a process inside the container (`create`, `exec`): those
+    /// run `runc init`, which runs from the shared sealed copy when there is one (see
+    /// [`crate::sealed_runtime`]); every other command runs the binary by its path.
+    fn container_process_command(&self, args: &[&std::ffi::OsStr]) -> Command {
+        let Some(copies) = crate::sealed_runtime::shared() else {
+            return self.command(args);
+        };
+        // Making a copy pays off only for a shim that starts container processes repeatedly.
+        let earlier =
+            CONTAINER_PROCESSES_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (program, _) = copies.program(&self.binary, earlier > 0);
+        self.command_running(&program, args)
+    }
+
+    fn command_running(&self, program: &Path, args: &[&std::ffi::OsStr]) -> Command {
         let seq = LOG_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.log_dir.join(format!(".runtime-{seq}.log"));
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = Command::new(program);
+        // `ps` and the runtime's own argv[0] show the binary, not /proc/self/fd/<n>.
+        cmd.arg0(&self.binary);
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--log")
@@ -245,7 +270,7 @@ impl Runtime {
             args.push("--no-new-keyring".as_ref());
         }
         args.push(id.as_ref());
-        let mut cmd = self.command(&args);
+        let mut cmd = self.container_process_command(&args);
         opts.io.apply(&mut cmd);
         self.run(cmd, false, "create").await.map(drop)
     }
@@ -270,7 +295,7 @@ impl Runtime {
             args.push(sock.as_os_str());
         }
         args.push(id.as_ref());
-        let mut cmd = self.command(&args);
+        let mut cmd = self.container_process_command(&args);
         opts.io.apply(&mut cmd);
         self.run(cmd, false, "exec").await.map(drop)
     }

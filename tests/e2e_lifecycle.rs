@@ -411,3 +411,147 @@ fn harness_puts_tender_shim_on_containerd_path() {
         "containerd's PATH must start with the private shim dir: {path}"
     );
 }
+
+/// The memfd holding the shared sealed runtime copy in a shim's fd table, if any.
+fn sealed_copy_of(shim: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{shim}/fd"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::read_link(p)
+                .map(|t| t.to_string_lossy().contains("memfd:tender-sealed-runtime"))
+                .unwrap_or(false)
+        })
+}
+
+fn shim_of(c: &common::Ctr<'_>, id: &str) -> u32 {
+    let shims = c.shim_processes();
+    shims
+        .iter()
+        .find(|(_, cmd)| cmd.split(' ').any(|a| a == id))
+        .map(|(pid, _)| *pid)
+        .unwrap_or_else(|| panic!("no shim serves {id}: {shims:?}"))
+}
+
+/// Names created in `dir` while `during` runs (inotify), after proving the watch works.
+fn files_created_during(dir: &Path, during: impl FnOnce()) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain syscalls on an fd this function owns and closes.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    assert!(
+        fd >= 0,
+        "inotify_init1: {}",
+        std::io::Error::last_os_error()
+    );
+    let cdir = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    let wd = unsafe { libc::inotify_add_watch(fd, cdir.as_ptr(), libc::IN_CREATE) };
+    assert!(
+        wd >= 0,
+        "watch {dir:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    during();
+    let probe = dir.join("tender-test-probe");
+    std::fs::write(&probe, b"").unwrap();
+    let _ = std::fs::remove_file(&probe);
+    let mut names = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0;
+        while off < n as usize {
+            // struct inotify_event: wd, mask, cookie, len, then `len` bytes of name.
+            let len = u32::from_ne_bytes(buf[off + 12..off + 16].try_into().unwrap()) as usize;
+            let name = &buf[off + 16..off + 16 + len];
+            let name = name.split(|b| *b == 0).next().unwrap_or_default();
+            names.push(String::from_utf8_lossy(name).into_owned());
+            off += 16 + len;
+        }
+    }
+    unsafe { libc::close(fd) };
+    assert!(
+        names.iter().any(|n| n == "tender-test-probe"),
+        "the inotify watch on {dir:?} saw nothing: {names:?}"
+    );
+    names.retain(|n| n != "tender-test-probe");
+    names
+}
+
+/// runc (and crun) protect their binary from containers (CVE-2019-5736) by running
+/// `runc init` from a private read-only handle they make on every create and exec (runc 1.1:
+/// a bind mount, a remount and an unmount in its state dir; crun: a memfd copy). Tender gives
+/// them one sealed in-memory copy instead, shared by all its shims, which they accept as is:
+/// no mount per exec, no copy per pod.
+#[test]
+fn container_processes_start_from_one_shared_sealed_runtime_copy() {
+    let cd = setup!("container_processes_start_from_one_shared_sealed_runtime_copy");
+    if common::runtime() != common::TENDER_RUNTIME {
+        common::notice("SKIP sealed runtime copy: Tender's own behaviour");
+        return;
+    }
+    let c = cd.client("sealed");
+    let a = common::unique_id("sealed-a");
+    c.start_running(&a, &["sleep", "1000"]);
+    let shim_a = shim_of(&c, &a);
+    // A shim makes the copy when it starts a container process for the second time, unless
+    // another shim (maybe another test's) holds one already; another shim may hold the lock
+    // for a moment, so allow a few execs.
+    let mut copy = None;
+    for i in 0..20 {
+        let out = c.ctr(&["task", "exec", "--exec-id", &format!("e{i}"), &a, "true"]);
+        assert!(out.success(), "exec{}", c.diag(&out));
+        copy = sealed_copy_of(shim_a);
+        if copy.is_some() {
+            break;
+        }
+    }
+    let copy = copy.unwrap_or_else(|| panic!("shim {shim_a} holds no sealed runtime copy"));
+    let binary = common::runtime_binary_path();
+    assert!(
+        std::fs::read(&copy).unwrap() == std::fs::read(&binary).unwrap(),
+        "the copy must be the runtime binary {binary:?} byte for byte"
+    );
+    let file = std::fs::File::open(&copy).unwrap();
+    let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GET_SEALS) };
+    let all = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    assert_eq!(seals, all, "the copy must be sealed against any change");
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+
+    if common::runtime_binary() == "runc" {
+        // runc makes its read-only handle through a `runc.XXXXXX` file in the container's
+        // state dir: none must appear.
+        let state = Path::new("/run/containerd/runc")
+            .join(&c.namespace)
+            .join(&a);
+        let created = files_created_during(&state, || {
+            let out = c.ctr(&["task", "exec", "--exec-id", "watched", &a, "true"]);
+            assert!(out.success(), "exec{}", c.diag(&out));
+        });
+        assert!(
+            !created.iter().any(|n| n.starts_with("runc.")),
+            "runc cloned itself for the exec: {created:?}"
+        );
+    }
+
+    // A second pod's shim takes the same copy at its first create.
+    let b = common::unique_id("sealed-b");
+    c.start_running(&b, &["sleep", "1000"]);
+    let shim_b = shim_of(&c, &b);
+    assert_ne!(shim_a, shim_b, "two pods, two shims");
+    let copy_b = sealed_copy_of(shim_b)
+        .unwrap_or_else(|| panic!("the second shim {shim_b} holds no sealed runtime copy"));
+    assert_eq!(
+        ino(&copy_b),
+        ino(&copy),
+        "both shims must hold the same memfd"
+    );
+    let out = c.ctr(&["task", "exec", "--exec-id", "b1", &b, "sh", "-c", "exit 3"]);
+    assert_eq!(out.code, Some(3), "exec in the second pod{}", c.diag(&out));
+
+    common::kill_and_delete(&c, &a);
+    common::kill_and_delete(&c, &b);
+}

@@ -773,11 +773,8 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 /// (fd count, RssAnon in KiB, zombie children) of a process. RssAnon (heap, stacks) is what a
 /// leak grows; VmRSS also counts the binary's code pages, which fault in as new paths run.
 fn footprint(pid: u32) -> (usize, u64, usize) {
-    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
     (
-        fds,
+        common::fd_count_besides_runtime_copy(pid),
         status_kib(pid, "RssAnon:"),
         children(pid).iter().filter(|c| c.1 == 'Z').count(),
     )

@@ -279,9 +279,18 @@ impl ShimProc {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Open fds, besides the shared sealed runtime copy: a shim takes that one (once) at its
+    /// first or second create/exec, whenever it is, and keeps it.
     fn fd_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        !std::fs::read_link(e.path())
+                            .is_ok_and(|t| t.to_string_lossy().contains("tender-sealed-runtime"))
+                    })
+                    .count()
+            })
             .unwrap_or(0)
     }
 

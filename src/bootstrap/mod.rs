@@ -468,5 +468,8 @@ fn run_daemon(d: Daemon) -> Result<(), String> {
         Ok::<(), String>(())
     });
     let _ = std::fs::remove_file(&socket);
+    if let Some(copies) = crate::sealed_runtime::shared() {
+        copies.withdraw();
+    }
     result
 }

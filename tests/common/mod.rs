@@ -383,6 +383,21 @@ pub fn processes() -> Vec<(u32, Vec<String>)> {
     v
 }
 
+/// Open fds of a shim, besides the shared sealed runtime copy (`src/sealed_runtime.rs`): a
+/// shim takes that one once, at its first or second create/exec, and keeps it.
+pub fn fd_count_besides_runtime_copy(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    !fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().contains("tender-sealed-runtime"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Process state letter from /proc/<pid>/stat (`R`, `S`, `Z`, ...), `None` if gone.
 pub fn process_state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -136,6 +136,13 @@ impl SealedCopies {
         }
         match self.obtain(binary, &key, may_copy) {
             Obtained::Copy(fd, source) => {
+                // Once per node and runtime version: worth a line in the log.
+                if source == Source::Made {
+                    log::info!(
+                        "made a sealed copy of {} for its container processes",
+                        binary.display()
+                    );
+                }
                 let record = self.publish(&key, &fd);
                 let path = fd_path(&fd);
                 entries.push(Entry {

@@ -1,6 +1,6 @@
 //! One sealed in-memory copy of the runtime binary, shared by every Tender shim on the node.
 //!
-//! Why: runc (and crun, which shares the code) defends against CVE-2019-5736 by making sure
+//! Why: runc (and crun, which carries the same code) defends against CVE-2019-5736 by making sure
 //! that `runc init`, the process that enters the container, never runs from the host's binary
 //! file: unless `/proc/self/exe` is already a fully sealed memfd, it makes a private read-only
 //! handle (runc 1.1: a bind mount, a remount and an unmount; otherwise an 8–10 MB memfd copy)

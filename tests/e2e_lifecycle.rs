@@ -483,9 +483,9 @@ fn files_created_during(dir: &Path, during: impl FnOnce()) -> Vec<String> {
 
 /// runc (and crun) protect their binary from containers (CVE-2019-5736) by running
 /// `runc init` from a private read-only handle they make on every create and exec (runc 1.1:
-/// a bind mount, a remount and an unmount in its state dir; crun 1.8: the same in /tmp). Tender gives
-/// them one sealed in-memory copy instead, shared by all its shims, which they accept as is:
-/// no mount per exec, no copy per pod.
+/// a bind mount, a remount and an unmount in its state dir; crun 1.8: the same in /tmp).
+/// Tender gives them one sealed in-memory copy instead, shared by all its shims, which they
+/// accept as is: no mount per exec, no copy per pod.
 #[test]
 fn container_processes_start_from_one_shared_sealed_runtime_copy() {
     let cd = setup!("container_processes_start_from_one_shared_sealed_runtime_copy");

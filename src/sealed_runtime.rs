@@ -1,14 +1,14 @@
 //! One sealed in-memory copy of the runtime binary, shared by every Tender shim on the node.
 //!
-//! Why: runc (and crun, which carries the same code) defends against CVE-2019-5736 by making sure
-//! that `runc init`, the process that enters the container, never runs from the host's binary
-//! file: unless `/proc/self/exe` is already a fully sealed memfd, it makes a private read-only
-//! handle (runc 1.1: a bind mount, a remount and an unmount; otherwise an 8–10 MB memfd copy)
-//! and executes itself again from it. That is done on every `create` and every `exec`: about
-//! 4 ms of a 25 ms `runc exec` here, plus mount-table churn that every mount namespace on the
-//! node sees. runc documents the alternative: run it from a sealed memfd (its `memfd-bind`
-//! tool does that node-wide), which it accepts without further checks because nobody can
-//! write to it.
+//! Why: runc (and crun, which carries the same code) defends against CVE-2019-5736 by making
+//! sure that `runc init`, the process that enters the container, never runs from the host's
+//! binary file: unless `/proc/self/exe` is already a fully sealed memfd, it makes a private
+//! read-only handle (runc 1.1 and crun 1.8: a bind mount, a remount and an unmount; other
+//! versions: an 8–10 MB memfd copy) and executes itself again from it. That is done on every
+//! `create` and every `exec`: about 1.7 ms of a 24 ms `runc exec` here, plus mount-table churn
+//! that every mount namespace on the node sees. runc documents the alternative: run it from a
+//! sealed memfd (its `memfd-bind` tool does that node-wide), which it accepts without further
+//! checks because nobody can write to it.
 //!
 //! Tender keeps that copy itself. The first shim that needs one copies the binary into a memfd,
 //! seals it against any change, and publishes a record in [`DEFAULT_DIR`]; later shims open the

@@ -35,7 +35,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-/// Where the records live: one empty file per holder, its name `<key>.<pid>.<start>.<fd>`.
+/// Where the records live: one empty file per holder, named
+/// `<key>.<pid namespace>.<pid>.<start>.<fd>` (see [`record_prefix`]).
 pub const DEFAULT_DIR: &str = "/run/tender/runtime-copies";
 
 /// Present in runc's and crun's binaries: the environment variable their cloned-binary
@@ -234,7 +235,7 @@ impl SealedCopies {
     /// Opens the copy of a live holder of `key`, removing records of holders that are gone.
     fn adopt(&self, key: &Key) -> Option<OwnedFd> {
         let size = key.size()?;
-        let prefix = format!("{}.", key.0);
+        let prefix = record_prefix(key);
         for entry in std::fs::read_dir(&self.dir).ok()?.flatten() {
             let name = entry.file_name();
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
@@ -261,9 +262,11 @@ impl SealedCopies {
     fn publish(&self, key: &Key, fd: &OwnedFd) -> Option<PathBuf> {
         let pid = std::process::id();
         let start = start_time(pid)?;
-        let record = self
-            .dir
-            .join(format!("{}.{pid}.{start}.{}", key.0, fd.as_raw_fd()));
+        let record = self.dir.join(format!(
+            "{}{pid}.{start}.{}",
+            record_prefix(key),
+            fd.as_raw_fd()
+        ));
         File::create(&record).ok()?;
         Some(record)
     }
@@ -297,6 +300,20 @@ impl Holder {
     fn alive(&self) -> bool {
         start_time(self.pid) == Some(self.start)
     }
+}
+
+/// Records name pids, which mean something only in the pid namespace they were written in: a
+/// shim in another one (sharing this /run) must neither use them nor take them for dead.
+fn record_prefix(key: &Key) -> String {
+    let pid_ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            let inode = l.strip_prefix("pid:[")?.strip_suffix(']')?;
+            inode.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    format!("{}.{pid_ns}.", key.0)
 }
 
 /// The process's start time (field 22 of /proc/<pid>/stat): with the pid, it names one process.
@@ -554,15 +571,25 @@ mod tests {
             child.wait().unwrap();
             pid
         };
-        let stale = s.records().join(format!("{}.{gone}.1.3", key.0));
+        let stale = s
+            .records()
+            .join(format!("{}{gone}.1.3", record_prefix(&key)));
         File::create(&stale).unwrap();
         // A live process whose fd is not a sealed copy (its stdin), and one whose start time
         // does not match (a reused pid).
         let me = std::process::id();
         let start = start_time(me).unwrap();
-        let foreign = s.records().join(format!("{}.{me}.{start}.0", key.0));
+        let foreign = s
+            .records()
+            .join(format!("{}{me}.{start}.0", record_prefix(&key)));
         File::create(&foreign).unwrap();
-        let reused = s.records().join(format!("{}.{me}.{}.0", key.0, start + 1));
+        let reused = s
+            .records()
+            .join(format!("{}{me}.{}.0", record_prefix(&key), start + 1));
+        // A record from another pid namespace: its pid means nothing here (in this one it is
+        // gone), so it is neither used nor removed.
+        let elsewhere = s.records().join(format!("{}.1.{gone}.1.3", key.0));
+        File::create(&elsewhere).unwrap();
         File::create(&reused).unwrap();
 
         let copies = SealedCopies::new(s.records());
@@ -577,6 +604,7 @@ mod tests {
             "dead holders' records are removed"
         );
         assert!(foreign.exists(), "a live holder's record stays");
+        assert!(elsewhere.exists(), "another pid namespace's record stays");
         copies.withdraw();
     }
 

@@ -29,6 +29,8 @@ use containerd_shim_protos::ttrpc;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use ttrpc::Code;
 
+// The e2e harness, for one helper (the shim's fd count).
+mod common;
 // The Task API's method list, shared with the fuzz targets (the rest is theirs).
 #[path = "fuzz_checks/mod.rs"]
 mod fuzz_checks;
@@ -279,19 +281,9 @@ impl ShimProc {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// Open fds, besides the shared sealed runtime copy: a shim takes that one (once) at its
-    /// first or second create/exec, whenever it is, and keeps it.
+    /// Open fds, besides the shared sealed runtime copy (see the common helper).
     fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        !std::fs::read_link(e.path())
-                            .is_ok_and(|t| t.to_string_lossy().contains("tender-sealed-runtime"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0)
+        common::fd_count_besides_runtime_copy(self.pid())
     }
 
     fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {

@@ -94,6 +94,17 @@ def ratio(a, b):
     return None if a is None or not b else a / b
 
 
+def ratio_error(g, t, r):
+    """Standard error of the ratio of two medians: each median's error is about
+    1.25 * stdev / sqrt(n) (normal approximation); relative errors add in quadrature.
+    Tells the reader how much of the ratio is noise at this n."""
+    try:
+        rel = [1.2533 * x["stdev"] / (x["n"] ** 0.5) / x["median"] for x in (g, t)]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    return r * (rel[0] ** 2 + rel[1] ** 2) ** 0.5
+
+
 def verdict(ok):
     return "**PASS**" if ok else "**FAIL**"
 
@@ -115,6 +126,12 @@ def latency_row(res, go, td, test, row, max_ratio, phases, rows, details, harnes
             details.append("| %s | %s | %.1f | %.1f |" % (
                 lab, " | ".join(fmt((x.get(p) or {}).get("median")) for p in phases),
                 x["total"]["median"], x["total"]["p95"]))
+        se = ratio_error(g["total"], t["total"], r)
+        if se is not None:
+            details.append("")
+            details.append("Sampling error of the ratio: about ±%.3f (one standard error; each median's "
+                           "error taken as 1.25 × stdev / √n, the normal approximation, which long tails "
+                           "make an over-estimate): %.3f–%.3f." % (se, r - se, r + se))
         details.append("")
     except NotRun:
         rows.append((row, "-", "-", "-", target, "not run"))

@@ -312,6 +312,64 @@ mod tests {
         assert_eq!(progress.load(Ordering::Relaxed), 0);
     }
 
+    /// Output a process wrote, and then went quiet without closing its end, arrives at once:
+    /// no byte waits in the pipe for a further write or for the end of file. Covers a short write, a
+    /// write bigger than the pipe (the writer blocks half-way), and a reader that starts late
+    /// and takes little at a time.
+    #[tokio::test(flavor = "current_thread")]
+    async fn bytes_written_before_a_pause_are_delivered_without_a_further_write() {
+        // (bytes, reader's start delay, reader's read size): small reads keep the destination
+        // nearly full, so splices leave bytes behind in the source.
+        for (size, reader_delay_ms, read_size) in
+            [(100usize, 0u64, 65536usize), (3 << 20, 0, 65536), (5 << 20, 30, 4096)]
+        {
+            let (a_r, a_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+            let (b_r, b_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let writer = std::thread::spawn(move || {
+                let mut f = std::fs::File::from(a_w);
+                let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+                std::io::Write::write_all(&mut f, &data).expect("write");
+                // Quiet but still open, like a process waiting for input.
+                let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+                drop(f);
+            });
+            let reader = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(reader_delay_ms));
+                let mut f = std::fs::File::from(b_r);
+                let mut got = Vec::with_capacity(size);
+                let mut buf = vec![0u8; read_size];
+                while got.len() < size {
+                    let n = std::io::Read::read(&mut f, &mut buf).expect("read");
+                    assert!(n > 0, "early end of file");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got
+            });
+            let src = async_fd(a_r).expect("src");
+            let dst = async_fd(b_w).expect("dst");
+            let copying = copy(&src, &dst, false);
+            let delivered = async {
+                while !reader.is_finished() {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            };
+            tokio::select! {
+                res = copying => panic!("copy ended while the writer was still open: {res:?}"),
+                _ = tokio::time::timeout(std::time::Duration::from_secs(10), delivered) => {}
+            }
+            assert!(
+                reader.is_finished(),
+                "{size} bytes written before a pause were not all delivered"
+            );
+            let got = reader.join().expect("reader");
+            assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 253) as u8));
+            assert_eq!(got.len(), size);
+            done_tx.send(()).expect("writer gone");
+            writer.join().expect("writer");
+        }
+    }
+
     /// A bursty writer and a reader that sometimes lets the destination fill up: EAGAIN from
     /// an empty source must never be mistaken for a full destination (that wait never ends,
     /// since a pipe with room signals nothing).

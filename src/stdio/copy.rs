@@ -320,9 +320,11 @@ mod tests {
     async fn bytes_written_before_a_pause_are_delivered_without_a_further_write() {
         // (bytes, reader's start delay, reader's read size): small reads keep the destination
         // nearly full, so splices leave bytes behind in the source.
-        for (size, reader_delay_ms, read_size) in
-            [(100usize, 0u64, 65536usize), (3 << 20, 0, 65536), (5 << 20, 30, 4096)]
-        {
+        for (size, reader_delay_ms, read_size) in [
+            (100usize, 0u64, 65536usize),
+            (3 << 20, 0, 65536),
+            (5 << 20, 30, 4096),
+        ] {
             let (a_r, a_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
             let (b_r, b_w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
             let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();

@@ -336,30 +336,9 @@ mod tests {
                 let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
                 drop(f);
             });
-            let reader = std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(reader_delay_ms));
-                let mut f = std::fs::File::from(b_r);
-                let mut got = Vec::with_capacity(size);
-                let mut buf = vec![0u8; read_size];
-                while got.len() < size {
-                    let n = std::io::Read::read(&mut f, &mut buf).expect("read");
-                    assert!(n > 0, "early end of file");
-                    got.extend_from_slice(&buf[..n]);
-                }
-                got
-            });
-            let src = async_fd(a_r).expect("src");
-            let dst = async_fd(b_w).expect("dst");
-            let copying = copy(&src, &dst, false);
-            let delivered = async {
-                while !reader.is_finished() {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-            };
-            tokio::select! {
-                res = copying => panic!("copy ended while the writer was still open: {res:?}"),
-                _ = tokio::time::timeout(std::time::Duration::from_secs(10), delivered) => {}
-            }
+            let delay = std::time::Duration::from_millis(reader_delay_ms);
+            let reader = spawn_reader(b_r, size, read_size, delay);
+            copy_until_read(a_r, b_w, &reader).await;
             assert!(
                 reader.is_finished(),
                 "{size} bytes written before a pause were not all delivered"
@@ -391,19 +370,43 @@ mod tests {
             std::io::Write::write_all(&mut f, &vec![9u8; SIZE]).expect("write");
             let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
         });
-        let reader = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(b_r);
-            let mut buf = vec![0u8; 4096];
-            let mut got = 0;
-            while got < SIZE {
+        let reader = spawn_reader(b_r, SIZE, 4096, std::time::Duration::ZERO);
+        copy_until_read(a_r, b_w, &reader).await;
+        assert!(
+            reader.is_finished(),
+            "bytes stuck in a pipe its writer grew"
+        );
+        assert_eq!(reader.join().expect("reader").len(), SIZE);
+        done_tx.send(()).expect("writer gone");
+        writer.join().expect("writer");
+    }
+
+    /// A thread that waits `delay`, then reads `size` bytes from `r`, `read_size` at a time.
+    fn spawn_reader(
+        r: OwnedFd,
+        size: usize,
+        read_size: usize,
+        delay: std::time::Duration,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let mut f = std::fs::File::from(r);
+            let mut got = Vec::with_capacity(size);
+            let mut buf = vec![0u8; read_size];
+            while got.len() < size {
                 let n = std::io::Read::read(&mut f, &mut buf).expect("read");
                 assert!(n > 0, "early end of file");
-                got += n;
+                got.extend_from_slice(&buf[..n]);
             }
             got
-        });
-        let src = async_fd(a_r).expect("src");
-        let dst = async_fd(b_w).expect("dst");
+        })
+    }
+
+    /// Copies `src` to `dst` until `reader` has finished, or for 10 s at most. The writer
+    /// keeps its end open, so a copy that ends by itself is a failure.
+    async fn copy_until_read<T>(src: OwnedFd, dst: OwnedFd, reader: &std::thread::JoinHandle<T>) {
+        let src = async_fd(src).expect("src");
+        let dst = async_fd(dst).expect("dst");
         let delivered = async {
             while !reader.is_finished() {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -413,13 +416,6 @@ mod tests {
             res = copy(&src, &dst, false) => panic!("copy ended while the writer was open: {res:?}"),
             _ = tokio::time::timeout(std::time::Duration::from_secs(10), delivered) => {}
         }
-        assert!(
-            reader.is_finished(),
-            "bytes stuck in a pipe its writer grew"
-        );
-        assert_eq!(reader.join().expect("reader"), SIZE);
-        done_tx.send(()).expect("writer gone");
-        writer.join().expect("writer");
     }
 
     /// A bursty writer and a reader that sometimes lets the destination fill up: EAGAIN from

@@ -12,6 +12,12 @@
 //! tests against containerd's Go shim. `TENDER_E2E_KEEP=1` keeps the temp dir
 //! (processes are still killed and mounts removed).
 //!
+//! The containerd under test is the host's (Debian 12: 1.6.20) unless `TENDER_E2E_CONTAINERD`
+//! names another: `1.7` or `2.1` (the builds `scripts/fetch-matrix.sh` unpacks under
+//! `TENDER_MATRIX_DIR`, default `/var/cache/tender-matrix`), or a directory holding
+//! `containerd` and `ctr`. Its own `ctr` is used with it, and the config schema follows its
+//! major version (`version = 2` for 1.x, `version = 3` for 2.x).
+//!
 //! Tests need root and containerd. Without them they print `SKIP ...` and
 //! pass, unless `CI=true`, in which case they fail.
 #![allow(dead_code)]
@@ -105,6 +111,147 @@ pub fn runtime() -> String {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The containerd under test (TENDER_E2E_CONTAINERD)
+// ---------------------------------------------------------------------------
+
+/// Selects the containerd under test: unset/`1.6`/`system` = the host's, `1.7` / `2.1` = the
+/// builds unpacked by `scripts/fetch-matrix.sh`, or a directory with `containerd` and `ctr`.
+pub const CONTAINERD_ENV: &str = "TENDER_E2E_CONTAINERD";
+
+/// A containerd build: its binaries and version.
+#[derive(Clone, Debug)]
+pub struct ContainerdBuild {
+    pub containerd: PathBuf,
+    pub ctr: PathBuf,
+    /// `(major, minor, patch)` from `containerd --version`.
+    pub version: (u32, u32, u32),
+}
+
+impl ContainerdBuild {
+    /// The config schema this build reads: `version = 3` for 2.x, else `version = 2`.
+    pub fn config_version(&self) -> u32 {
+        if self.version.0 >= 2 {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// `"1.6"`, `"1.7"`, `"2.1"`.
+    pub fn minor_label(&self) -> String {
+        format!("{}.{}", self.version.0, self.version.1)
+    }
+}
+
+/// Where `scripts/fetch-matrix.sh` unpacks the newer builds.
+pub fn matrix_dir() -> PathBuf {
+    match std::env::var_os("TENDER_MATRIX_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/var/cache/tender-matrix"),
+    }
+}
+
+/// Parses `containerd --version` output (`containerd github.com/... 1.7.24~ds1 ...` or
+/// `... v2.1.9 ...`): the first word that looks like a version.
+pub fn parse_containerd_version(text: &str) -> Option<(u32, u32, u32)> {
+    text.split_whitespace().skip(2).find_map(|w| {
+        let w = w.trim_start_matches('v');
+        let core: String = w
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
+        match (it.next(), it.next(), it.next()) {
+            (Some(Some(a)), Some(Some(b)), Some(Some(c))) => Some((a, b, c)),
+            _ => None,
+        }
+    })
+}
+
+/// Describes one containerd build by its directory of binaries (or `None` = the host's PATH).
+pub fn containerd_build(dir: Option<&Path>) -> Result<ContainerdBuild, String> {
+    let (containerd, ctr) = match dir {
+        Some(d) => (d.join("containerd"), d.join("ctr")),
+        None => (
+            in_path("containerd").ok_or("`containerd` binary (make deps)")?,
+            in_path("ctr").ok_or("`ctr` binary (make deps)")?,
+        ),
+    };
+    if !containerd.is_file() {
+        return Err(format!(
+            "`{}` (run scripts/fetch-matrix.sh)",
+            containerd.display()
+        ));
+    }
+    let out = Command::new(&containerd)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("`{} --version`: {e}", containerd.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let version = parse_containerd_version(&text).ok_or_else(|| {
+        format!(
+            "cannot read the version of {}: {text:?}",
+            containerd.display()
+        )
+    })?;
+    Ok(ContainerdBuild {
+        containerd,
+        ctr,
+        version,
+    })
+}
+
+/// The containerd under test ([`CONTAINERD_ENV`]), resolved once.
+pub fn containerd_under_test() -> Result<ContainerdBuild, String> {
+    static BUILD: OnceLock<Result<ContainerdBuild, String>> = OnceLock::new();
+    BUILD
+        .get_or_init(|| {
+            let sel = std::env::var(CONTAINERD_ENV).unwrap_or_default();
+            let sel = sel.trim();
+            match sel {
+                "" | "1.6" | "system" => containerd_build(None),
+                "1.7" | "2.1" => containerd_build(Some(
+                    &matrix_dir().join(format!("containerd-{sel}/usr/bin")),
+                )),
+                dir => containerd_build(Some(Path::new(dir))),
+            }
+        })
+        .clone()
+}
+
+/// The containerd under test; panics with the reason when it cannot be found (callers run
+/// after [`e2e_enabled`], which reports that as a SKIP or a CI failure).
+pub fn containerd_version() -> ContainerdBuild {
+    match containerd_under_test() {
+        Ok(b) => b,
+        Err(e) => panic!("containerd under test: {e}"),
+    }
+}
+
+/// Path of the `containerd` binary under test.
+pub fn containerd_bin() -> PathBuf {
+    containerd_under_test()
+        .map(|b| b.containerd)
+        .unwrap_or_else(|_| PathBuf::from("containerd"))
+}
+
+/// A `Command` for the `ctr` that belongs to the containerd under test.
+pub fn ctr_command() -> Command {
+    Command::new(
+        containerd_under_test()
+            .map(|b| b.ctr)
+            .unwrap_or_else(|_| PathBuf::from("ctr")),
+    )
+}
+
+/// True when the containerd under test is 2.x.
+pub fn containerd_is_v2() -> bool {
+    containerd_under_test()
+        .map(|b| b.version.0 >= 2)
+        .unwrap_or(false)
+}
+
 /// `io.containerd.runc.v2` -> `containerd-shim-runc-v2`.
 pub fn shim_binary_name(runtime: &str) -> String {
     let parts: Vec<&str> = runtime.split('.').collect();
@@ -161,10 +308,20 @@ fn e2e_missing() -> Vec<String> {
     if unsafe { geteuid() } != 0 {
         missing.push("root privileges".to_string());
     }
-    for bin in ["containerd", "ctr", "tar", "sha256sum"] {
+    for bin in ["tar", "sha256sum"] {
         if in_path(bin).is_none() {
             missing.push(format!("`{bin}` binary"));
         }
+    }
+    match containerd_under_test() {
+        Ok(c) => {
+            for bin in [&c.containerd, &c.ctr] {
+                if !bin.is_file() {
+                    missing.push(format!("`{}`", bin.display()));
+                }
+            }
+        }
+        Err(e) => missing.push(e),
     }
     if !Path::new("/bin/busybox").is_file() {
         missing.push("/bin/busybox (busybox-static)".to_string());
@@ -544,6 +701,8 @@ pub struct Containerd {
     pub state: PathBuf,
     pub log_path: PathBuf,
     pub runtime: String,
+    /// The containerd build this instance runs.
+    pub build: ContainerdBuild,
     /// The daemon; behind a lock so that [`Containerd::restart`] works while `Ctr`
     /// clients borrow this instance.
     child: Mutex<Option<Child>>,
@@ -573,7 +732,7 @@ impl Containerd {
                 }
             }
             if self.socket.exists() {
-                let mut cmd = Command::new("ctr");
+                let mut cmd = Command::new(&self.build.ctr);
                 cmd.arg("-a").arg(&self.socket).arg("version");
                 let out = run_cmd(cmd, Duration::from_secs(5));
                 if out.success() {
@@ -647,7 +806,7 @@ impl Containerd {
     }
 
     fn raw_ctr(&self, ns: &str, args: &[&str], timeout: Duration) -> CmdOutput {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(&self.build.ctr);
         cmd.arg("-a").arg(&self.socket).arg("-n").arg(ns).args(args);
         run_cmd(cmd, timeout)
     }
@@ -899,7 +1058,7 @@ pub struct Ctr<'a> {
 impl<'a> Ctr<'a> {
     /// A `Command` for `ctr -a <sock> -n <ns>` (add args yourself).
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(&self.cd.build.ctr);
         cmd.arg("-a")
             .arg(&self.cd.socket)
             .arg("-n")
@@ -1480,7 +1639,7 @@ impl Containerd {
             Ok(f) => f,
             Err(e) => panic!("dup log fd: {e}"),
         };
-        let child = match containerd_command()
+        let child = match containerd_command_for(&self.build)
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .env("PATH", &self.path_env)
@@ -1586,6 +1745,8 @@ pub struct ContainerdLayout {
     pub ttrpc_socket: PathBuf,
     /// For `[plugins."io.containerd.internal.v1.opt"] path`.
     pub opt: PathBuf,
+    /// The containerd build the config is for (its schema version).
+    pub build: ContainerdBuild,
 }
 
 impl Containerd {
@@ -1594,6 +1755,16 @@ impl Containerd {
     /// the instance stays private). Everything else — the shim symlink on PATH, log, cleanup —
     /// is the same.
     pub fn start_with_config(
+        runtime_dirs: &[&Path],
+        config: impl FnOnce(&ContainerdLayout) -> String,
+    ) -> Containerd {
+        Self::start_build_with_config(containerd_version(), runtime_dirs, config)
+    }
+
+    /// Like [`Containerd::start_with_config`] with a given containerd build instead of the one
+    /// under test (the Docker tests need one Docker accepts, whatever the matrix runs).
+    pub fn start_build_with_config(
+        build: ContainerdBuild,
         runtime_dirs: &[&Path],
         config: impl FnOnce(&ContainerdLayout) -> String,
     ) -> Containerd {
@@ -1615,6 +1786,7 @@ impl Containerd {
             ttrpc_socket: dir.join("containerd.sock.ttrpc"),
             opt: dir.join("opt"),
             dir: dir.clone(),
+            build: build.clone(),
         };
         let bin = dir.join("bin");
         for d in [&dir, &bin, &layout.root, &layout.state] {
@@ -1660,7 +1832,7 @@ impl Containerd {
             Ok(f) => f,
             Err(e) => panic!("dup log fd: {e}"),
         };
-        let child = match containerd_command()
+        let child = match containerd_command_for(&build)
             .arg("--config")
             .arg(&config_path)
             .env("PATH", &path_env)
@@ -1681,12 +1853,25 @@ impl Containerd {
             state: layout.state,
             log_path,
             runtime: runtime(),
+            build,
             child: Mutex::new(Some(child)),
             path_env,
             namespaces: Mutex::new(Vec::new()),
             containers: Mutex::new(Vec::new()),
         };
         cd.wait_ready();
+        static ANNOUNCED: std::sync::Once = std::sync::Once::new();
+        ANNOUNCED.call_once(|| {
+            let b = &cd.build;
+            notice(&format!(
+                "e2e: containerd {}.{}.{} ({}), config version {}",
+                b.version.0,
+                b.version.1,
+                b.version.2,
+                b.containerd.display(),
+                b.config_version()
+            ));
+        });
         cd
     }
 }
@@ -1700,13 +1885,20 @@ fn default_config(l: &ContainerdLayout) -> String {
 /// opt dir, debug log, no metrics, eager GC. With `cri`, the CRI plugin stays enabled (the
 /// caller appends its `[plugins."io.containerd.grpc.v1.cri"]` table).
 pub fn base_config(l: &ContainerdLayout, cri: bool) -> String {
-    let cri_disabled = if cri {
-        ""
-    } else {
-        "\n  \"io.containerd.grpc.v1.cri\","
+    let v2 = l.build.version.0 >= 2;
+    let cri_disabled = match (cri, v2) {
+        (true, _) => "",
+        (false, false) => "\n  \"io.containerd.grpc.v1.cri\",",
+        // 2.x splits CRI into the service and its runtime and images plugins.
+        (false, true) => concat!(
+            "\n  \"io.containerd.grpc.v1.cri\",",
+            "\n  \"io.containerd.cri.v1.runtime\",",
+            "\n  \"io.containerd.cri.v1.images\",",
+        ),
     };
+    let version = if v2 { 3 } else { 2 };
     format!(
-        r#"version = 2
+        r#"version = {version}
 root = "{root}"
 state = "{state}"
 disabled_plugins = [{cri_disabled}
@@ -1849,8 +2041,13 @@ fn runtime_binary_missing() -> Vec<String> {
 /// or with [`hide_cgroup2`] `unshare --mount --propagation private` + `umount
 /// /sys/fs/cgroup/unified` + `exec containerd` (same pid, so [`Containerd::pid`] stays right).
 pub fn containerd_command() -> Command {
+    containerd_command_for(&containerd_version())
+}
+
+/// [`containerd_command`] for a given build.
+pub fn containerd_command_for(build: &ContainerdBuild) -> Command {
     if !hide_cgroup2() {
-        return Command::new("containerd");
+        return Command::new(&build.containerd);
     }
     let mut c = Command::new("unshare");
     c.args([
@@ -1860,9 +2057,9 @@ pub fn containerd_command() -> Command {
         "--",
         "sh",
         "-c",
-        "umount /sys/fs/cgroup/unified || exit 125; exec containerd \"$@\"",
-        "containerd",
+        "umount /sys/fs/cgroup/unified || exit 125; exec \"$0\" \"$@\"",
     ]);
+    c.arg(&build.containerd);
     c
 }
 

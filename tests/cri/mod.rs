@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod config;
 
 use std::collections::HashMap;
 use std::fs;
@@ -361,7 +362,14 @@ pub struct CriNode {
 }
 
 impl CriNode {
+    /// A node whose config starts as the CRI suite's does for the containerd under test
+    /// ([`config::Start::for_suite`]).
     pub fn start() -> CriNode {
+        CriNode::start_from(config::Start::for_suite(&common::containerd_version()))
+    }
+
+    /// A node whose config is `start` plus the README's snippets for it.
+    pub fn start_from(start: config::Start) -> CriNode {
         let pid = std::process::id();
         let uniq = common::unique_id("cri");
         let cgroup_parent = format!("/tender-e2e-{uniq}");
@@ -375,7 +383,7 @@ impl CriNode {
         let cd = Containerd::start_with_config(&[], |l| {
             runc_root = l.dir.join("runc");
             logs = l.dir.join("pods");
-            cri_config(l, &runtime, &b, &s)
+            cri_config(l, start, &runtime, &b, &s)
         });
         let cri = match CriClient::connect(&cd.socket) {
             Ok(c) => c,
@@ -633,8 +641,15 @@ pub fn cgroup_roots(parent: &str) -> Vec<PathBuf> {
     roots.into_iter().filter(|r| r.is_dir()).collect()
 }
 
-/// containerd 1.6 `version = 2` config: the harness's private instance plus the CRI plugin.
-fn cri_config(l: &ContainerdLayout, runtime: &str, bridge: &str, subnet: &str) -> String {
+/// The node's config: the user's config for `start` (README snippets included, see
+/// [`config`]) plus the private overrides, and the CNI network it names.
+fn cri_config(
+    l: &ContainerdLayout,
+    start: config::Start,
+    runtime: &str,
+    bridge: &str,
+    subnet: &str,
+) -> String {
     let cni_conf = l.dir.join("cni").join("net.d");
     let ipam = l.dir.join("cni").join("ipam");
     for d in [&cni_conf, &ipam] {
@@ -671,64 +686,20 @@ fn cri_config(l: &ContainerdLayout, runtime: &str, bridge: &str, subnet: &str) -
     if let Err(e) = fs::write(&conf_path, conflist) {
         panic!("write {}: {e}", conf_path.display());
     }
-    // The handler's runtime options (runc's field names), read by the shim from ConfigPath.
-    let options_path = l.dir.join("tender-options.toml");
-    let options = format!(
-        "BinaryName = \"runc\"\nRoot = \"{}\"\n",
-        l.dir.join("runc").display()
+    let user = config::user_config(start, &l.build);
+    let text = config::private_config(
+        &user,
+        &config::Private {
+            layout: l,
+            runtime,
+            cni_conf_dir: &cni_conf,
+            pause_ref: PAUSE_REF,
+            cni_bin_dir: CNI_BIN_DIR,
+            runc_root: &l.dir.join("runc"),
+        },
     );
-    if let Err(e) = fs::write(&options_path, &options) {
-        panic!("write {}: {e}", options_path.display());
-    }
-    let options_table = if runtime == "io.containerd.runc.v2" {
-        // Checking the test against containerd's Go shim: CRI decodes the table into
-        // containerd.runc.v1.Options itself.
-        options
-            .lines()
-            .map(|l| format!("        {l}\n"))
-            .collect::<String>()
-    } else {
-        // containerd 1.6 hands any other runtime_type only the ConfigPath of this table
-        // (runtimeoptions.v1.Options.config_path; inline keys are dropped). 1.7+ would also
-        // send inline keys, as config_body.
-        format!("        ConfigPath = \"{}\"\n", options_path.display())
-    };
-    let base = crate::common::base_config(l, true);
-    format!(
-        r#"{base}
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  # No CAP_SYS_RESOURCE here: never lower an oom_score_adj below containerd's.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_tls_streaming = false
-  max_container_log_line_size = 16384
-
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-
-    # A runtimes table replaces the default one: keep the default handler.
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
-      runtime_type = "{runtime}"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
-{options_table}
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin}"
-    conf_dir = "{cni_conf}"
-    max_conf_num = 1
-"#,
-        pause = PAUSE_REF,
-        handler = HANDLER,
-        options_table = options_table,
-        cni_bin = CNI_BIN_DIR,
-        cni_conf = cni_conf.display(),
-    )
+    let _ = fs::write(l.dir.join("config.user.toml"), user);
+    text
 }
 
 // ---------------------------------------------------------------------------

@@ -62,6 +62,9 @@ pub struct Container {
     cgroup_looked_up: tokio::sync::OnceCell<()>,
 }
 
+/// How long an init's watcher waits for the processes it killed with `kill --all` to be gone.
+const KILL_ALL_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Source of [`Process::instance`] for execs.
 static EXEC_INSTANCE: AtomicU64 = AtomicU64::new(0);
 
@@ -384,13 +387,7 @@ impl Container {
         self.init.note_reaped();
         // Invariant 7: whatever the init left behind in a shared PID namespace dies first.
         if kills_all_on_exit(&self.bundle) {
-            if let Err(e) = self
-                .runtime
-                .kill(&self.id, libc::SIGKILL as u32, true)
-                .await
-            {
-                log::warn!("kill the processes left in {}: {e}", self.id);
-            }
+            self.kill_all().await;
         }
         // Invariant 1: no TaskExit while the start event may still be on its way.
         self.init.start_settled().await;
@@ -401,6 +398,31 @@ impl Container {
         let mut execs = self.running_execs.subscribe();
         let _ = execs.wait_for(|n| *n == 0).await;
         self.publish_exit(&self.init, exit);
+    }
+
+    /// Invariant 7: SIGKILL to every process left in the container, then waits (bounded by
+    /// [`KILL_ALL_BOUND`]) until its cgroup has none left: a signal is only queued when the
+    /// runtime returns, and the exit must not be reported while one is still dying.
+    async fn kill_all(&self) {
+        if let Err(e) = self
+            .runtime
+            .kill(&self.id, libc::SIGKILL as u32, true)
+            .await
+        {
+            log::warn!("kill the processes left in {}: {e}", self.id);
+            return;
+        }
+        let Some(cgroup) = self.cgroup.get() else {
+            return;
+        };
+        let deadline = Instant::now() + KILL_ALL_BOUND;
+        while cgroup.is_empty() == Some(false) {
+            if Instant::now() >= deadline {
+                log::warn!("processes of {} still alive after SIGKILL", self.id);
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     fn publish_exit(&self, process: &Process, exit: ExitInfo) {
@@ -488,24 +510,27 @@ impl Container {
 
     /// Starts an exec; publishes TaskExecStarted, then watches for its exit.
     pub async fn start_exec(self: &Arc<Self>, process: &Arc<Process>) -> Result<i32, OpError> {
-        use crate::process::Status;
         process.begin_start()?;
-        if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
-            process.start_failed();
+        if self.init.has_exited() {
+            process.start_refused();
             return Err(OpError::Precondition(format!(
                 "container {} is not running",
                 self.id
             )));
         }
         self.running_execs.send_modify(|n| *n += 1);
-        match self.run_exec(process).await {
-            Ok(pid) => Ok(pid),
-            Err(e) => {
+        let result = self.run_exec(process).await;
+        if result.is_err() {
+            // The runtime refuses an exec into a container whose init died meanwhile: the exec
+            // is as unstarted as before. Any other failure leaves it stopped for good.
+            if self.init.has_exited() {
+                process.start_refused();
+            } else {
                 process.start_failed();
-                self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
-                Err(e)
             }
+            self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
         }
+        result
     }
 
     async fn run_exec(self: &Arc<Self>, process: &Arc<Process>) -> Result<i32, OpError> {

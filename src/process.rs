@@ -244,6 +244,21 @@ impl Process {
         }
     }
 
+    /// An exec's Start was refused because its container's init has exited: it stays created,
+    /// as containerd's runc shim reports it (State says created, Delete reports no exit), and
+    /// whoever waits for it is answered with [`NEVER_RAN`] since it never will run.
+    pub fn start_refused(&self) {
+        self.lock().starting = false;
+        self.start_ended.notify_waiters();
+        self.exited.send_replace(Some(ExitInfo::never_ran()));
+    }
+
+    /// The process has exited (reported or not yet): its exit was reaped, or it is stopped.
+    pub fn has_exited(&self) -> bool {
+        let s = self.lock();
+        s.reaped || matches!(s.status, Status::Stopped | Status::Deleted)
+    }
+
     /// Takes the exit promise of a created process, for a watcher that runs from now on.
     pub fn take_exit_rx(&self) -> Option<oneshot::Receiver<Exit>> {
         self.lock().exit_rx.take()
@@ -382,6 +397,50 @@ mod tests {
             p.set_deleted().expect("delete").map(|e| e.status),
             Some(NEVER_RAN)
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_start_stays_created_and_answers_waiters() {
+        let p = std::sync::Arc::new(p());
+        let q = p.clone();
+        let waiter = tokio::spawn(async move { q.wait().await.status });
+        tokio::task::yield_now().await;
+        p.begin_start().expect("start");
+        p.start_refused();
+        assert_eq!(waiter.await.expect("join"), NEVER_RAN);
+        assert_eq!(p.status(), Status::Created);
+        assert!(p.exit().is_none(), "no exit for State to report");
+        p.begin_start().expect("a later start may try again");
+        p.start_refused();
+        assert!(p.set_deleted().expect("delete").is_none());
+    }
+
+    #[test]
+    fn an_exit_seen_before_start_refuses_the_start() {
+        let p = p();
+        assert!(!p.has_exited());
+        p.note_reaped();
+        assert!(p.has_exited());
+        assert!(p.begin_start().is_err(), "a dead init cannot start");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn start_settled_waits_for_the_start_phase() {
+        let p = std::sync::Arc::new(p());
+        p.start_settled().await; // no phase: at once
+        p.begin_start().expect("start");
+        let q = p.clone();
+        let settled = tokio::spawn(async move { q.start_settled().await });
+        tokio::task::yield_now().await;
+        assert!(!settled.is_finished(), "held while starting");
+        p.end_start(true);
+        tokio::task::yield_now().await;
+        assert!(
+            !settled.is_finished(),
+            "held until the start event is queued"
+        );
+        p.start_done();
+        settled.await.expect("join");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -18,7 +18,9 @@
 //! init's exit watcher runs from Create on (an init may die before it is started: a hook, the
 //! OOM killer, a signal) and waits for that phase to end before it reports the exit
 //! ([`Process::start_settled`]), so a TaskExit never overtakes its TaskStart. Once the kernel has
-//! reported the exit ([`Process::note_reaped`]) no start may begin.
+//! reported the exit ([`Process::note_reaped`]) no start may begin. An exec whose Start is
+//! refused because its container's init has exited stays created ([`Process::start_refused`]),
+//! as containerd's runc shim reports it; any other failed start stops it for good.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;

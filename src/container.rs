@@ -14,7 +14,15 @@
 //!    the two notifications (eventfd/inotify vs. SIGCHLD) the runtime happened to wake first.
 //! 5. Output copied before the exit is reported: the watcher drains stdout/stderr (bounded by
 //!    [`DRAIN_BOUND`]) before publishing.
+//! 6. An init's exit is handled even when it was never started: its watcher runs from Create on
+//!    (see [`Container::watch_created_init`]). It reports nothing while a start phase runs
+//!    (invariant 1), and nothing for an init deleted while created.
+//! 7. A container without a PID namespace of its own (the host's, or one joined by path) leaves
+//!    nothing running once its init has exited: the watcher has the runtime kill every process
+//!    left in the container (`kill --all`) before it reports the exit. No lock is held across
+//!    that call, and the reaper goes on reaping while it runs (the watcher is its own task).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +61,9 @@ pub struct Container {
     /// Set once [`Container::ensure_cgroup`] has looked the init's cgroup up.
     cgroup_looked_up: tokio::sync::OnceCell<()>,
 }
+
+/// How long an init's watcher waits for the processes it killed with `kill --all` to be gone.
+const KILL_ALL_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Source of [`Process::instance`] for execs.
 static EXEC_INSTANCE: AtomicU64 = AtomicU64::new(0);
@@ -190,7 +201,9 @@ impl Container {
         let exit_rx = reaper.subscribe(pid, not_before);
         let init = Arc::new(Process::new(&new.id, "", new.stdio.clone(), prepared.stdio));
         init.set_created(pid, exit_rx);
-        Ok(Self::assemble(new, init, reaper, publisher, None))
+        let container = Self::assemble(new, init, reaper, publisher, None);
+        container.watch_created_init();
+        Ok(container)
     }
 
     fn assemble(
@@ -286,7 +299,8 @@ impl Container {
         });
     }
 
-    /// Starts the init process; publishes TaskStart, then watches for its exit.
+    /// Starts the init process; publishes TaskStart. Its exit is watched from Create on (a
+    /// restored init's from here).
     pub async fn start(self: &Arc<Self>) -> Result<i32, OpError> {
         // The OOM watch must be in place before the init runs (a no-op for a restore, whose
         // init does not exist yet: run_restore does it).
@@ -302,12 +316,18 @@ impl Container {
                 .map_err(|e| OpError::Internal(format!("start container {}: {e}", self.id))),
         };
         let exit_rx = self.init.end_start(result.is_ok());
-        result?;
+        if let Err(e) = result {
+            // Still created: a watcher holding an exit reports it now (invariant 6).
+            self.init.start_done();
+            return Err(e);
+        }
         let pid = self.init.pid();
         let mut ev = TaskStart::new();
         ev.container_id = self.id.clone();
         ev.pid = pid as u32;
         self.publisher.publish(topics::TASK_START_EVENT_TOPIC, &ev);
+        // Invariant 1: the exit may go out from now on.
+        self.init.start_done();
         if let Some(rx) = exit_rx {
             tokio::spawn(self.clone().watch_init(rx));
         }
@@ -347,15 +367,30 @@ impl Container {
         Ok(())
     }
 
-    /// The init was killed before it was started: its exit still has to be handled.
-    pub fn watch_unstarted_init(self: &Arc<Self>) {
-        if let Some(rx) = self.init.take_exit_rx_if_created() {
+    /// Watches a created init's exit from now on (invariant 6).
+    fn watch_created_init(self: &Arc<Self>) {
+        if let Some(rx) = self.init.take_exit_rx() {
             tokio::spawn(self.clone().watch_init(rx));
         }
     }
 
     async fn watch_init(self: Arc<Self>, rx: oneshot::Receiver<Exit>) {
-        let exit = received(rx, self.init.pid()).await;
+        let exit = match rx.await {
+            Ok(exit) => ExitInfo {
+                status: exit.status,
+                at: exit.at,
+            },
+            // Deleted while created: it gave up its subscription, nothing to report.
+            Err(_) if self.init.status() == crate::process::Status::Deleted => return,
+            Err(_) => lost_exit(self.init.pid()),
+        };
+        self.init.note_reaped();
+        // Invariant 7: whatever the init left behind in a shared PID namespace dies first.
+        if kills_all_on_exit(&self.bundle) {
+            self.kill_all().await;
+        }
+        // Invariant 1: no TaskExit while the start event may still be on its way.
+        self.init.start_settled().await;
         // Invariant 4: an OOM kill that caused this exit is reported first.
         self.report_oom(false);
         self.init.stdio.finish_output(DRAIN_BOUND).await;
@@ -365,7 +400,35 @@ impl Container {
         self.publish_exit(&self.init, exit);
     }
 
+    /// Invariant 7: SIGKILL to every process left in the container, then waits (bounded by
+    /// [`KILL_ALL_BOUND`]) until its cgroup has none left: a signal is only queued when the
+    /// runtime returns, and the exit must not be reported while one is still dying.
+    async fn kill_all(&self) {
+        if let Err(e) = self
+            .runtime
+            .kill(&self.id, libc::SIGKILL as u32, true)
+            .await
+        {
+            log::warn!("kill the processes left in {}: {e}", self.id);
+            return;
+        }
+        let Some(cgroup) = self.cgroup.get() else {
+            return;
+        };
+        let deadline = Instant::now() + KILL_ALL_BOUND;
+        while cgroup.is_empty() == Some(false) {
+            if Instant::now() >= deadline {
+                log::warn!("processes of {} still alive after SIGKILL", self.id);
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     fn publish_exit(&self, process: &Process, exit: ExitInfo) {
+        if process.status() == crate::process::Status::Deleted {
+            return; // deleted while created (invariant 6): no exit to report after TaskDelete
+        }
         let mut ev = TaskExit::new();
         ev.container_id = self.id.clone();
         ev.id = if process.is_init() {
@@ -392,7 +455,9 @@ impl Container {
             .collect()
     }
 
-    /// Registers a new exec (not started yet).
+    /// Registers a new exec (not started yet). `spec_json` is the exec's process spec; its
+    /// `terminal` is set to the request's (`stdio.terminal`), which decides, as in containerd's
+    /// runc shim: the runtime refuses a console socket for a process spec without a terminal.
     pub fn add_exec(
         &self,
         exec_id: &str,
@@ -400,6 +465,7 @@ impl Container {
         spec_json: &[u8],
     ) -> Result<(), OpError> {
         use crate::process::Status;
+        let spec = exec_spec_with_terminal(spec_json, stdio.terminal)?;
         if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
             return Err(OpError::Precondition(format!(
                 "container {} is not running",
@@ -416,7 +482,7 @@ impl Container {
         let mut process = Process::new(&self.id, exec_id, stdio, Default::default());
         process.instance = EXEC_INSTANCE.fetch_add(1, Ordering::Relaxed) + 1;
         let path = self.exec_spec_path(&process);
-        std::fs::write(&path, spec_json)
+        std::fs::write(&path, &spec)
             .map_err(|e| OpError::Internal(format!("write {}: {e}", path.display())))?;
         execs.insert(exec_id.to_string(), Arc::new(process));
         Ok(())
@@ -444,24 +510,27 @@ impl Container {
 
     /// Starts an exec; publishes TaskExecStarted, then watches for its exit.
     pub async fn start_exec(self: &Arc<Self>, process: &Arc<Process>) -> Result<i32, OpError> {
-        use crate::process::Status;
         process.begin_start()?;
-        if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
-            process.start_failed();
+        if self.init.has_exited() {
+            process.start_refused();
             return Err(OpError::Precondition(format!(
                 "container {} is not running",
                 self.id
             )));
         }
         self.running_execs.send_modify(|n| *n += 1);
-        match self.run_exec(process).await {
-            Ok(pid) => Ok(pid),
-            Err(e) => {
+        let result = self.run_exec(process).await;
+        if result.is_err() {
+            // The runtime refuses an exec into a container whose init died meanwhile: the exec
+            // is as unstarted as before. Any other failure leaves it stopped for good.
+            if self.init.has_exited() {
+                process.start_refused();
+            } else {
                 process.start_failed();
-                self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
-                Err(e)
             }
+            self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
         }
+        result
     }
 
     async fn run_exec(self: &Arc<Self>, process: &Arc<Process>) -> Result<i32, OpError> {
@@ -507,6 +576,7 @@ impl Container {
         ev.pid = pid as u32;
         self.publisher
             .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
+        process.start_done();
         if let Some(rx) = rx {
             tokio::spawn(self.clone().watch_exec(process.clone(), rx));
         }
@@ -552,6 +622,63 @@ impl Container {
     }
 }
 
+/// An exec's process spec with `terminal` as the request says (the bytes as they came when they
+/// agree already). Refuses anything but a JSON object: the runtime reads it.
+fn exec_spec_with_terminal(spec: &[u8], terminal: bool) -> Result<Cow<'_, [u8]>, OpError> {
+    let not_object = || OpError::Invalid("exec process spec is not a JSON object".into());
+    let mut value: serde_json::Value = serde_json::from_slice(spec).map_err(|_| not_object())?;
+    let object = value.as_object_mut().ok_or_else(not_object)?;
+    let current = object
+        .get("terminal")
+        .and_then(|t| t.as_bool())
+        .unwrap_or(false);
+    if current == terminal {
+        return Ok(Cow::Borrowed(spec));
+    }
+    object.insert("terminal".into(), serde_json::Value::Bool(terminal));
+    serde_json::to_vec(&value)
+        .map(Cow::Owned)
+        .map_err(|e| OpError::Internal(format!("exec process spec: {e}")))
+}
+
+/// containerd's rule for a container whose processes can outlive its init: its spec has no PID
+/// namespace entry (the host's), or one with a path (shared with another container or a pod).
+/// An unreadable spec counts as shared: killing what is left of a dead container is harmless.
+fn kills_all_on_exit(bundle: &Path) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        linux: Option<Linux>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Linux {
+        #[serde(default)]
+        namespaces: Vec<Namespace>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Namespace {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        path: String,
+    }
+    let spec: Spec = match std::fs::read(bundle.join("config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            log::warn!("spec of {}: {e}", bundle.display());
+            return true;
+        }
+    };
+    let private = spec.linux.is_some_and(|l| {
+        l.namespaces
+            .iter()
+            .any(|ns| ns.kind == "pid" && ns.path.is_empty())
+    });
+    !private
+}
+
 fn cgroup_of(id: &str, pid: i32) -> Option<ProcessCgroup> {
     ProcessCgroup::of_pid(pid)
         .map_err(|e| log::warn!("no cgroup for {id}: {e}"))
@@ -564,13 +691,62 @@ async fn received(rx: oneshot::Receiver<Exit>, pid: i32) -> ExitInfo {
             status: exit.status,
             at: exit.at,
         },
-        Err(_) => {
-            // The subscription was dropped (reaper gone): report it as killed rather than hang.
-            log::error!("exit of pid {pid} was lost; reporting 255");
-            ExitInfo {
-                status: 255,
-                at: std::time::SystemTime::now(),
-            }
+        Err(_) => lost_exit(pid),
+    }
+}
+
+/// The subscription was dropped (reaper gone): report the process as failed rather than hang.
+fn lost_exit(pid: i32) -> ExitInfo {
+    log::error!("exit of pid {pid} was lost; reporting 255");
+    ExitInfo {
+        status: 255,
+        at: std::time::SystemTime::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_decides_an_execs_terminal() {
+        let spec = br#"{"args":["tty"],"terminal":false}"#;
+        let out = exec_spec_with_terminal(spec, true).expect("object");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["terminal"], true);
+        assert_eq!(v["args"][0], "tty");
+        let same = exec_spec_with_terminal(spec, false).expect("object");
+        assert!(
+            matches!(same, Cow::Borrowed(_)),
+            "unchanged bytes when they agree"
+        );
+        let none = exec_spec_with_terminal(br#"{"args":["sh"]}"#, false).expect("object");
+        assert!(matches!(none, Cow::Borrowed(_)), "absent means false");
+        for bad in [&b"[]"[..], b"null", b"{", b""] {
+            assert!(exec_spec_with_terminal(bad, true).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn kill_all_on_exit_unless_the_pid_namespace_is_private() {
+        let dir = std::env::temp_dir().join(format!("tender-killall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let case = |json: &str| {
+            std::fs::write(dir.join("config.json"), json).expect("write");
+            kills_all_on_exit(&dir)
+        };
+        let own = r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#;
+        assert!(!case(own));
+        assert!(
+            case(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#),
+            "host PID ns"
+        );
+        assert!(
+            case(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/7/ns/pid"}]}}"#),
+            "joined PID ns"
+        );
+        assert!(case(r#"{"process":{}}"#), "no linux section");
+        assert!(case("not json"), "unreadable spec");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,11 +12,20 @@
 //!
 //! Illegal moves are errors, never silently accepted. The state lives behind a plain mutex that
 //! is only held for the transition itself — never across a runtime call, I/O or an await.
+//!
+//! A start is a phase, not a point: it begins with [`Process::begin_start`] and ends with
+//! [`Process::start_done`] (or [`Process::start_failed`]), once the start event is queued. An
+//! init's exit watcher runs from Create on (an init may die before it is started: a hook, the
+//! OOM killer, a signal) and waits for that phase to end before it reports the exit
+//! ([`Process::start_settled`]), so a TaskExit never overtakes its TaskStart. Once the kernel has
+//! reported the exit ([`Process::note_reaped`]) no start may begin. An exec whose Start is
+//! refused because its container's init has exited stays created ([`Process::start_refused`]),
+//! as containerd's runc shim reports it; any other failed start stops it for good.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::reaper::Exit;
 use crate::stdio::{ProcessStdio, StdioSpec};
@@ -66,8 +75,11 @@ impl ExitInfo {
 struct State {
     status: Status,
     pid: i32,
-    /// A Start call is running the runtime right now (a second one must be refused).
+    /// A start is in its phase (from `begin_start` until its start event is queued, or it
+    /// failed): a second one must be refused, and the exit watcher waits for it to end.
     starting: bool,
+    /// The kernel reported the exit (it may not be published yet): nothing can start any more.
+    reaped: bool,
     exit: Option<ExitInfo>,
     /// The reaper's promise for this pid; whoever takes it owns the exit handling.
     exit_rx: Option<oneshot::Receiver<Exit>>,
@@ -85,6 +97,8 @@ pub struct Process {
     pub instance: u64,
     state: Mutex<State>,
     exited: watch::Sender<Option<ExitInfo>>,
+    /// Woken whenever a start phase ends (see `start_settled`).
+    start_ended: Notify,
 }
 
 #[derive(Debug)]
@@ -107,10 +121,12 @@ impl Process {
                 status: Status::Created,
                 pid: 0,
                 starting: false,
+                reaped: false,
                 exit: None,
                 exit_rx: None,
             }),
             exited: watch::channel(None).0,
+            start_ended: Notify::new(),
         }
     }
 
@@ -149,32 +165,63 @@ impl Process {
         s.exit_rx = Some(exit_rx);
     }
 
-    /// created → (starting). Refuses anything else.
+    /// created → (starting). Refuses anything else, and a process whose exit was already seen.
     pub fn begin_start(&self) -> Result<(), Illegal> {
         let mut s = self.lock();
-        match (s.status, s.starting) {
-            (Status::Created, false) => {
+        match (s.status, s.starting, s.reaped) {
+            (Status::Created, false, false) => {
                 s.starting = true;
                 Ok(())
             }
-            (Status::Created, true) => Err(Illegal(format!("{} is already starting", self.name()))),
-            (st, _) => Err(Illegal(format!(
+            (Status::Created, true, _) => {
+                Err(Illegal(format!("{} is already starting", self.name())))
+            }
+            (Status::Created, false, true) => Err(Illegal(format!(
+                "cannot start {}: it has already exited",
+                self.name()
+            ))),
+            (st, _, _) => Err(Illegal(format!(
                 "cannot start {}: it is {st:?}",
                 self.name()
             ))),
         }
     }
 
-    /// The start attempt ended. On success: created → running. Returns the exit promise so
-    /// the caller can watch for the exit — only *after* it has published the start event.
+    /// The runtime's start returned. On success: created → running. Returns the exit promise
+    /// still held here (a restored init's; a created init's watcher took its own at Create), so
+    /// the caller can watch for the exit — only *after* it has published the start event. The
+    /// start phase lasts until [`Process::start_done`].
     pub fn end_start(&self, ok: bool) -> Option<oneshot::Receiver<Exit>> {
         let mut s = self.lock();
-        s.starting = false;
-        if ok && s.status == Status::Created {
+        if ok && s.status == Status::Created && s.starting {
             s.status = Status::Running;
             return s.exit_rx.take();
         }
         None
+    }
+
+    /// Ends the start phase (its start event is queued, or the start failed): a watcher held
+    /// back by [`Process::start_settled`] may now report the exit.
+    pub fn start_done(&self) {
+        self.lock().starting = false;
+        self.start_ended.notify_waiters();
+    }
+
+    /// Waits while a start phase is running.
+    pub async fn start_settled(&self) {
+        loop {
+            // Armed before the check, so a phase ending in between still wakes us.
+            let ended = self.start_ended.notified();
+            if !self.lock().starting {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// The kernel reported this process's exit: no start may begin from now on.
+    pub fn note_reaped(&self) {
+        self.lock().reaped = true;
     }
 
     /// An exec's Start failed: it never ran and never will, so it is stopped (a second Start
@@ -183,26 +230,40 @@ impl Process {
     /// otherwise leave one stuck Wait per attempt). No TaskExit: nothing started.
     pub fn start_failed(&self) {
         let exit = ExitInfo::never_ran();
-        {
+        let stopped = {
             let mut s = self.lock();
             s.starting = false;
-            if s.status != Status::Created {
-                return;
+            let created = s.status == Status::Created;
+            if created {
+                s.status = Status::Stopped;
+                s.exit = Some(exit);
             }
-            s.status = Status::Stopped;
-            s.exit = Some(exit);
+            created
+        };
+        self.start_ended.notify_waiters();
+        if stopped {
+            self.exited.send_replace(Some(exit));
         }
-        self.exited.send_replace(Some(exit));
     }
 
-    /// Takes the exit promise of a process that will never be started (killed while created).
-    pub fn take_exit_rx_if_created(&self) -> Option<oneshot::Receiver<Exit>> {
-        let mut s = self.lock();
-        if s.status == Status::Created && !s.starting {
-            s.exit_rx.take()
-        } else {
-            None
-        }
+    /// An exec's Start was refused because its container's init has exited: it stays created,
+    /// as containerd's runc shim reports it (State says created, Delete reports no exit), and
+    /// whoever waits for it is answered with [`NEVER_RAN`] since it never will run.
+    pub fn start_refused(&self) {
+        self.lock().starting = false;
+        self.start_ended.notify_waiters();
+        self.exited.send_replace(Some(ExitInfo::never_ran()));
+    }
+
+    /// The process has exited (reported or not yet): its exit was reaped, or it is stopped.
+    pub fn has_exited(&self) -> bool {
+        let s = self.lock();
+        s.reaped || matches!(s.status, Status::Stopped | Status::Deleted)
+    }
+
+    /// Takes the exit promise of a created process, for a watcher that runs from now on.
+    pub fn take_exit_rx(&self) -> Option<oneshot::Receiver<Exit>> {
+        self.lock().exit_rx.take()
     }
 
     /// running ⇄ paused.
@@ -294,6 +355,7 @@ mod tests {
         assert!(p.set_deleted().is_err(), "cannot delete while starting");
         p.end_start(true);
         assert_eq!(p.status(), Status::Running);
+        p.start_done();
         assert!(p.begin_start().is_err(), "running cannot start");
         assert!(p.set_deleted().is_err(), "running cannot be deleted");
         p.set_paused(true).expect("pause");
@@ -337,6 +399,50 @@ mod tests {
             p.set_deleted().expect("delete").map(|e| e.status),
             Some(NEVER_RAN)
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_start_stays_created_and_answers_waiters() {
+        let p = std::sync::Arc::new(p());
+        let q = p.clone();
+        let waiter = tokio::spawn(async move { q.wait().await.status });
+        tokio::task::yield_now().await;
+        p.begin_start().expect("start");
+        p.start_refused();
+        assert_eq!(waiter.await.expect("join"), NEVER_RAN);
+        assert_eq!(p.status(), Status::Created);
+        assert!(p.exit().is_none(), "no exit for State to report");
+        p.begin_start().expect("a later start may try again");
+        p.start_refused();
+        assert!(p.set_deleted().expect("delete").is_none());
+    }
+
+    #[test]
+    fn an_exit_seen_before_start_refuses_the_start() {
+        let p = p();
+        assert!(!p.has_exited());
+        p.note_reaped();
+        assert!(p.has_exited());
+        assert!(p.begin_start().is_err(), "a dead init cannot start");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn start_settled_waits_for_the_start_phase() {
+        let p = std::sync::Arc::new(p());
+        p.start_settled().await; // no phase: at once
+        p.begin_start().expect("start");
+        let q = p.clone();
+        let settled = tokio::spawn(async move { q.start_settled().await });
+        tokio::task::yield_now().await;
+        assert!(!settled.is_finished(), "held while starting");
+        p.end_start(true);
+        tokio::task::yield_now().await;
+        assert!(
+            !settled.is_finished(),
+            "held until the start event is queued"
+        );
+        p.start_done();
+        settled.await.expect("join");
     }
 
     #[tokio::test(flavor = "current_thread")]

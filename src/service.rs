@@ -573,7 +573,6 @@ impl Task for Shim {
                         status(Code::UNKNOWN, format!("kill {}: {e}", c.id))
                     }
                 })?;
-            c.watch_unstarted_init();
             // A frozen (cgroup v1 freezer) init does not die before it is thawed. runc thaws
             // the cgroup for SIGKILL itself, crun does not; containerd expects `kill -9` (and
             // `ctr task delete -f`) of a paused task to end it whatever the runtime: thaw it.
@@ -623,13 +622,7 @@ impl Task for Shim {
             .spec
             .as_ref()
             .ok_or_else(|| status(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
-        // The runtime reads the process spec as JSON; make sure it is JSON before it gets there.
-        if !is_json_object(&spec.value) {
-            return Err(status(
-                Code::INVALID_ARGUMENT,
-                "exec process spec is not a JSON object",
-            ));
-        }
+        // The spec is checked (a JSON object) and given the request's terminal by add_exec.
         let stdio = StdioSpec {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -653,14 +646,13 @@ impl Task for Shim {
         if req.width > u16::MAX as u32 || req.height > u16::MAX as u32 {
             return Err(status(Code::INVALID_ARGUMENT, "terminal size out of range"));
         }
-        p.stdio.resize(req.width, req.height).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::Unsupported {
-                status(Code::FAILED_PRECONDITION, e.to_string())
-            } else {
-                status(Code::UNKNOWN, format!("resize: {e}"))
+        match p.stdio.resize(req.width, req.height) {
+            // No terminal: nothing to resize (what containerd's runc shim answers too).
+            Err(e) if e.kind() != std::io::ErrorKind::Unsupported => {
+                Err(status(Code::UNKNOWN, format!("resize: {e}")))
             }
-        })?;
-        Ok(Empty::new())
+            _ => Ok(Empty::new()),
+        }
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> Result<Empty> {

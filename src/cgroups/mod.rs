@@ -130,6 +130,17 @@ impl ProcessCgroup {
         })
     }
 
+    /// True once no live process is left in the cgroup (`cgroup.procs` lists no exited
+    /// process); `None` when that cannot be read (the cgroup is gone, say).
+    pub fn is_empty(&self) -> Option<bool> {
+        let dir = match &self.layout {
+            Layout::V1(dirs) => dirs.all().chain(dirs.unified.as_ref()).next()?,
+            Layout::V2(dir) => dir,
+        };
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+        Some(procs.trim().is_empty())
+    }
+
     /// How many processes the kernel's OOM killer has killed in this cgroup so far
     /// (`oom_kill` of memory.oom_control on v1, of memory.events on v2).
     pub fn oom_kills(&self) -> Option<u64> {

@@ -125,8 +125,14 @@ fn wait_exit(c: &Ctr<'_>, ev: &Events, id: &str, process_id: &str) -> SeenExit {
 fn rfc3339_parses() {
     assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
     assert_eq!(parse_rfc3339("2000-03-01T00:00:01.5Z"), Some(951_868_801.5));
-    assert_eq!(parse_rfc3339("2000-03-01T01:00:01.5+01:00"), Some(951_868_801.5));
-    assert_eq!(parse_rfc3339("2000-02-29T23:00:01.5-01:00"), Some(951_868_801.5));
+    assert_eq!(
+        parse_rfc3339("2000-03-01T01:00:01.5+01:00"),
+        Some(951_868_801.5)
+    );
+    assert_eq!(
+        parse_rfc3339("2000-02-29T23:00:01.5-01:00"),
+        Some(951_868_801.5)
+    );
     assert_eq!(
         json_field(r#"{"id":"a","exit_status":5,"x":1}"#, "exit_status").as_deref(),
         Some("5")
@@ -206,7 +212,10 @@ fn kill_then_delete_at_once_succeeds() {
             let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.pid)).ok()?;
             (cmdline == b"sleep\01000\0").then_some(())
         });
-        assert!(exec_done.is_some(), "round {round}: the shell never became sleep");
+        assert!(
+            exec_done.is_some(),
+            "round {round}: the shell never became sleep"
+        );
         c.kill(&id, "SIGKILL");
         let del = c.delete_task(&id);
         assert!(

@@ -210,7 +210,7 @@ fn kill_then_delete_at_once_succeeds() {
         // The output has reached the FIFO once the shell has become `sleep 1000`.
         let exec_done = common::wait_until(SHORT, Duration::from_millis(10), || {
             let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.pid)).ok()?;
-            (cmdline == b"sleep\01000\0").then_some(())
+            (cmdline == b"sleep\x001000\x00").then_some(())
         });
         assert!(
             exec_done.is_some(),

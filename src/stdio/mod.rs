@@ -187,7 +187,7 @@ struct Output {
 /// before the shim closes its end of the FIFO anyway. Closing it loses nothing while the
 /// reader holds the FIFO open (the bytes stay in it, then the reader sees end of file); the
 /// bound only keeps a stuck reader from pinning the copy until the process is deleted.
-pub const DRAIN_BOUND: Duration = Duration::from_secs(2);
+const DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// How long after a process's exit its exit is reported at the latest, whatever the readers of
 /// its output do (containerd's Go shim reports it at once; the requirement is 0.5 s).

@@ -5,7 +5,8 @@
 //!   prints a line and exits 5: the TaskExit (status 5) arrives within 0.5 s of the exit
 //! - the same for a detached exec (`ctr task exec -d`)
 //! - `ctr task kill` followed at once by `ctr task delete` succeeds, with unread output in
-//!   the FIFO
+//!   the FIFO (or, if the delete beats the kernel's delivery of the kill by a few ms, the task
+//!   is stopped well within a second of the kill)
 //!
 //! The 0.5 s bound is a requirement (containerd's Go shim reports such an exit at once), not a
 //! speed target: it is measured from the `exited_at` the shim reports to the moment the
@@ -216,13 +217,33 @@ fn kill_then_delete_at_once_succeeds() {
             exec_done.is_some(),
             "round {round}: the shell never became sleep"
         );
+        let killed = Instant::now();
         c.kill(&id, "SIGKILL");
         let del = c.delete_task(&id);
-        assert!(
-            del.success(),
-            "round {round}: `ctr task delete` right after `ctr task kill` failed{}",
-            c.diag(&del)
-        );
+        if !del.success() {
+            // The one race no shim can close: signal delivery and reaping against ctr's start-up
+            // (a few ms; seen on a loaded host with the Go shim too). The exit must then follow
+            // at once: a shim that holds it back (2 s before this test) fails here.
+            assert!(
+                del.stderr_str().contains("must be stopped"),
+                "round {round}: `ctr task delete` right after `ctr task kill` failed{}",
+                c.diag(&del)
+            );
+            c.wait_task_status(&id, "STOPPED", SHORT);
+            let took = killed.elapsed();
+            common::notice(&format!(
+                "kill_then_delete_at_once_succeeds: round {round}: delete raced the exit; \
+                 STOPPED {took:?} after the kill"
+            ));
+            assert!(
+                took < Duration::from_secs(1),
+                "round {round}: the killed task was reported stopped only {took:?} after the \
+                 kill; the delete right after it failed{}",
+                c.diag(&del)
+            );
+            let del = c.delete_task(&id);
+            assert!(del.success(), "{}", c.diag(&del));
+        }
         c.delete_container(&id);
     }
 }

@@ -239,6 +239,16 @@ pub async fn wait_consumed(dst: &impl AsRawFd, progress: &AtomicU64, bound: std:
     }
 }
 
+/// Keeps the write end `dst` of a FIFO (and with it the bytes in the FIFO) until a reader has
+/// taken everything: for output that nobody reads right now, but a reader may come for later
+/// (containerd back from a restart). Checks four times a second; the caller aborts it when
+/// the process is deleted.
+pub async fn hold_until_taken(dst: &impl AsRawFd) {
+    while unread_bytes(dst).is_some_and(|n| n > 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 pub async fn write_all(dst: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         match nix::unistd::write(dst.get_ref(), data) {

@@ -2,10 +2,10 @@
 //! `binary://` loggers, `file://` logs, nothing (null), or a terminal.
 //!
 //! Invariant: with FIFOs the container only ever writes into pipes the shim owns, and the shim
-//! holds the FIFOs open read-write. containerd going away (restart, crash) therefore never
-//! reaches the container as EPIPE/SIGPIPE: its output waits in the pipes until a new reader
-//! comes. Opening a FIFO read-write also never blocks, even if the client already deleted or
-//! abandoned it.
+//! holds a read end of each output FIFO as long as the process can write. containerd going
+//! away (restart, crash) therefore never reaches the container as EPIPE/SIGPIPE: its output
+//! waits in the pipes until a new reader comes. Opening a FIFO that way (read end first, both
+//! non-blocking) also never blocks, even if the client already deleted or abandoned it.
 
 pub mod console;
 pub mod copy;
@@ -176,11 +176,12 @@ pub struct ProcessStdio {
     console: Mutex<Option<Arc<OwnedFd>>>,
 }
 
-/// One stdout/stderr copy. It ends once the process's output is all in the FIFO and the
-/// FIFO's reader has taken it (or there is no reader, or it stopped taking for
-/// [`DRAIN_BOUND`]).
+/// One stdout/stderr copy. `settled` fires once the process's output is all in the FIFO and
+/// the FIFO's reader has taken it, or there is no reader, or it stopped taking for
+/// [`DRAIN_BOUND`] (see [`spawn_output`]).
 struct Output {
     task: JoinHandle<()>,
+    settled: Option<oneshot::Receiver<()>>,
 }
 
 /// How long a reader may take nothing out of an output FIFO after the process's output ended
@@ -216,17 +217,15 @@ impl ProcessStdio {
     /// running (nothing is thrown away) until it ends or the process is deleted.
     pub async fn finish_output(&self, bound: Duration) {
         let deadline = tokio::time::Instant::now() + bound;
-        let outputs = std::mem::take(&mut *lock(&self.outputs));
-        let mut running = Vec::new();
-        for mut out in outputs {
-            if tokio::time::timeout_at(deadline, &mut out.task)
-                .await
-                .is_err()
-            {
-                running.push(out);
+        let mut outputs = std::mem::take(&mut *lock(&self.outputs));
+        for out in &mut outputs {
+            if let Some(settled) = out.settled.take() {
+                // An error (the copy ended without settling) counts as settled.
+                let _ = tokio::time::timeout_at(deadline, settled).await;
             }
         }
-        lock(&self.outputs).extend(running);
+        // Kept until the process is deleted: a copy may still run, or hold output for a reader.
+        lock(&self.outputs).extend(outputs);
     }
 
     pub fn resize(&self, width: u32, height: u32) -> io::Result<()> {
@@ -416,7 +415,9 @@ fn chown_fd(fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
 
 /// Copies the process's output `src` into `fifo` until the process's output ends, then waits
 /// until the FIFO's reader has taken it all (see [`copy::wait_consumed`]) and closes the FIFO,
-/// so that the reader sees end of file.
+/// so that the reader sees end of file. Output nobody reads stays in the FIFO (the shim keeps
+/// it open) until a reader comes and takes it (containerd back from a restart), or until the
+/// process is deleted.
 fn spawn_output(src: OwnedFd, fifo: OutFifo) -> io::Result<Output> {
     let OutFifo { writer, reader } = fifo;
     // Bigger pipes mean fewer wake-ups and bigger splices for the writer, the shim and the
@@ -425,6 +426,7 @@ fn spawn_output(src: OwnedFd, fifo: OutFifo) -> io::Result<Output> {
     copy::grow_pipe(&writer);
     let src = async_fd(src)?;
     let dst = async_fd(writer)?;
+    let (settled_tx, settled) = oneshot::channel();
     let task = tokio::spawn(async move {
         let counter = AtomicU64::new(0);
         match copy::copy_counted(&src, &dst, false, &counter).await {
@@ -432,11 +434,16 @@ fn spawn_output(src: OwnedFd, fifo: OutFifo) -> io::Result<Output> {
                 // Nothing more to write: from now on, a reader of the FIFO is someone else.
                 drop(reader);
                 copy::wait_consumed(dst.get_ref(), &counter, DRAIN_BOUND).await;
+                let _ = settled_tx.send(());
+                copy::hold_until_taken(dst.get_ref()).await;
             }
             Err(e) => log::warn!("stdout/stderr copy ended: {e}"),
         }
     });
-    Ok(Output { task })
+    Ok(Output {
+        task,
+        settled: Some(settled),
+    })
 }
 
 /// Copies the stdin FIFO to the process until the client's end of input or CloseIO. On

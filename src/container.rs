@@ -12,8 +12,9 @@
 //! 4. TaskOOM of an OOM-killed init precedes its TaskExit: the init watcher re-reads the
 //!    cgroup's OOM-kill counter and publishes a pending TaskOOM before the exit, whichever of
 //!    the two notifications (eventfd/inotify vs. SIGCHLD) the runtime happened to wake first.
-//! 5. Output copied before the exit is reported: the watcher drains stdout/stderr (bounded by
-//!    [`DRAIN_BOUND`]) before publishing.
+//! 5. Output copied before the exit is reported: the watcher waits until stdout/stderr are in
+//!    their FIFOs and taken by the readers (no reader: not at all), [`EXIT_REPORT_BOUND`] after
+//!    the exit at the latest, before publishing.
 //! 6. An init's exit is handled even when it was never started: its watcher runs from Create on
 //!    (see [`Container::watch_created_init`]). It reports nothing while a start phase runs
 //!    (invariant 1), and nothing for an init deleted while created.
@@ -38,7 +39,7 @@ use crate::events::{timestamp, Publisher};
 use crate::process::{ExitInfo, Process};
 use crate::reaper::{Exit, Reaper};
 use crate::runtime::{CreateOpts, ExecOpts, RestoreOpts, Runtime};
-use crate::stdio::{self, LoggerEnv, StdioSpec, DRAIN_BOUND};
+use crate::stdio::{self, LoggerEnv, StdioSpec, EXIT_REPORT_BOUND};
 
 pub struct Container {
     pub id: String,
@@ -393,7 +394,7 @@ impl Container {
         self.init.start_settled().await;
         // Invariant 4: an OOM kill that caused this exit is reported first.
         self.report_oom(false);
-        self.init.stdio.finish_output(DRAIN_BOUND).await;
+        self.init.stdio.finish_output(EXIT_REPORT_BOUND).await;
         // Invariant 2: every started exec's exit goes out before the init's.
         let mut execs = self.running_execs.subscribe();
         let _ = execs.wait_for(|n| *n == 0).await;
@@ -585,7 +586,7 @@ impl Container {
 
     async fn watch_exec(self: Arc<Self>, process: Arc<Process>, rx: oneshot::Receiver<Exit>) {
         let exit = received(rx, process.pid()).await;
-        process.stdio.finish_output(DRAIN_BOUND).await;
+        process.stdio.finish_output(EXIT_REPORT_BOUND).await;
         self.publish_exit(&process, exit);
         self.running_execs.send_modify(|n| *n = n.saturating_sub(1));
     }

@@ -1096,7 +1096,7 @@ fn background_process_holding_stdout_does_not_block() {
     let cd = setup!("background_process_holding_stdout_does_not_block");
     let c = cd.client("bgout");
     // "Does not block" means: done long before ctr's own 20 s limit. The exec case always
-    // includes the shim's 2 s drain bound (the background `sleep` keeps stdout open).
+    // includes the shim's 0.3 s exit report bound (the background `sleep` keeps stdout open).
     let bound = Duration::from_secs(15);
 
     // init: its own pid namespace, the `sleep` dies with it.

@@ -195,22 +195,36 @@ fn unread_bytes(fd: &impl AsRawFd) -> Option<u64> {
     (rc == 0).then_some(n.max(0) as u64)
 }
 
-/// Waits until the reader of the FIFO `dst` has taken everything written into it, or made no
-/// progress for `bound`. Counts what it takes as progress.
+/// The FIFO or pipe whose write end is `dst` has no reader left (`poll(2)` reports an error
+/// on a write end without readers).
+pub fn no_reader(dst: &impl AsRawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: dst.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    rc > 0 && pfd.revents & libc::POLLERR != 0
+}
+
+/// Waits until the reader of the FIFO `dst` (a write-only end) has taken everything written
+/// into it, until it has no reader (any more), or until the reader made no progress for
+/// `bound`. Counts what it takes as progress.
 ///
 /// Why: the output FIFOs are large (1 MiB) so the copy finishes long before the client has read
-/// it all, and some clients (ctr 1.6) stop reading once the exit is reported. Closing our end
-/// first would be fine for a reader that reads to end of file, but the exit must not be
-/// reported while output the process wrote before exiting is still in flight. There is no
-/// readiness event for "pipe became empty", so this polls with a backoff, only at exit and only
-/// while bytes are left.
+/// it all, and some clients (ctr 1.6) stop reading once the exit is reported, so the exit
+/// waits for this (see [`super::EXIT_REPORT_BOUND`]). Without a reader nothing will be taken:
+/// a detached client, or containerd away. The caller must hold no read end of the FIFO itself.
+/// There is no readiness event for "pipe became empty", so this polls with a backoff, only at
+/// exit and only while bytes are left.
 pub async fn wait_consumed(dst: &impl AsRawFd, progress: &AtomicU64, bound: std::time::Duration) {
     let Some(mut left) = unread_bytes(dst) else {
         return;
     };
     let mut delay = std::time::Duration::from_micros(200);
     let mut since_progress = std::time::Duration::ZERO;
-    while left > 0 && since_progress < bound {
+    while left > 0 && since_progress < bound && !no_reader(dst) {
         tokio::time::sleep(delay).await;
         let now = unread_bytes(dst).unwrap_or(0);
         if now < left {
@@ -222,6 +236,16 @@ pub async fn wait_consumed(dst: &impl AsRawFd, progress: &AtomicU64, bound: std:
             delay = (delay * 2).min(std::time::Duration::from_millis(50));
         }
         left = now;
+    }
+}
+
+/// Keeps the write end `dst` of a FIFO (and with it the bytes in the FIFO) until a reader has
+/// taken everything: for output that nobody reads right now, but a reader may come for later
+/// (containerd back from a restart). Checks four times a second; the caller aborts it when
+/// the process is deleted.
+pub async fn hold_until_taken(dst: &impl AsRawFd) {
+    while unread_bytes(dst).is_some_and(|n| n > 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
 
@@ -309,6 +333,22 @@ mod tests {
         .expect("wait_consumed ignored its bound");
         assert!(started.elapsed() >= bound);
         assert_eq!(unread_bytes(&wf), Some(1000));
+        assert_eq!(progress.load(Ordering::Relaxed), 0);
+    }
+
+    /// A FIFO that nobody reads (the client is gone) does not hold the exit: no waiting at all.
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_consumed_returns_at_once_without_a_reader() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).expect("pipe");
+        let mut wf = std::fs::File::from(w);
+        std::io::Write::write_all(&mut wf, &[1u8; 1000]).expect("write");
+        assert!(!no_reader(&wf));
+        drop(r);
+        assert!(no_reader(&wf));
+        let progress = AtomicU64::new(0);
+        let started = std::time::Instant::now();
+        wait_consumed(&wf, &progress, std::time::Duration::from_secs(10)).await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(progress.load(Ordering::Relaxed), 0);
     }
 

@@ -2,10 +2,10 @@
 //! `binary://` loggers, `file://` logs, nothing (null), or a terminal.
 //!
 //! Invariant: with FIFOs the container only ever writes into pipes the shim owns, and the shim
-//! holds the FIFOs open read-write. containerd going away (restart, crash) therefore never
-//! reaches the container as EPIPE/SIGPIPE: its output waits in the pipes until a new reader
-//! comes. Opening a FIFO read-write also never blocks, even if the client already deleted or
-//! abandoned it.
+//! holds a read end of each output FIFO as long as the process can write. containerd going
+//! away (restart, crash) therefore never reaches the container as EPIPE/SIGPIPE: its output
+//! waits in the pipes until a new reader comes. Opening a FIFO that way (read end first, both
+//! non-blocking) also never blocks, even if the client already deleted or abandoned it.
 
 pub mod console;
 pub mod copy;
@@ -18,7 +18,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,15 +115,42 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("stdio URI is not UTF-8: {s:?}"))
 }
 
-fn open_fifo(path: &Path) -> io::Result<OwnedFd> {
-    // Read-write: never blocks on open and never yields EPIPE (see module comment).
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("open fifo {}: {e}", path.display())))?;
-    Ok(file.into())
+/// The shim's two ends of an output FIFO, opened without blocking whatever the client did.
+///
+/// The read end is the shim's own: while the process can still write, it keeps the FIFO from
+/// ever having no reader, so a client that goes away (containerd restarting) never turns the
+/// copy into EPIPE, and the output waits in the FIFO for the next reader. Once the copy has
+/// reached the end of the process's output, the shim drops it: from then on a reader is
+/// somebody else, and the writer can tell whether one is there (see [`copy::wait_consumed`]).
+struct OutFifo {
+    writer: OwnedFd,
+    reader: OwnedFd,
+}
+
+impl OutFifo {
+    fn open(path: &Path) -> io::Result<OutFifo> {
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .map(OwnedFd::from)
+                .map_err(|e| io::Error::new(e.kind(), format!("open fifo {}: {e}", path.display())))
+        };
+        // Reader first: a non-blocking open for reading always succeeds, and then the one for
+        // writing does too (it fails with ENXIO only while a FIFO has no reader).
+        let reader = open(false)?;
+        let writer = open(true)?;
+        Ok(OutFifo { writer, reader })
+    }
+
+    fn try_clone(&self) -> io::Result<OutFifo> {
+        Ok(OutFifo {
+            writer: self.writer.try_clone()?,
+            reader: self.reader.try_clone()?,
+        })
+    }
 }
 
 /// Opens a stdin FIFO for reading without blocking. Unlike the output FIFOs it is read-only:
@@ -149,17 +176,32 @@ pub struct ProcessStdio {
     console: Mutex<Option<Arc<OwnedFd>>>,
 }
 
-/// One stdout/stderr copy and the bytes it has moved so far.
+/// One stdout/stderr copy. `settled` fires once the process's output is all in the FIFO and
+/// the FIFO's reader has taken it, or there is no reader, or it stopped taking for
+/// [`DRAIN_BOUND`] (see [`spawn_output`]).
 struct Output {
     task: JoinHandle<()>,
-    progress: Arc<AtomicU64>,
+    settled: Option<oneshot::Receiver<()>>,
 }
 
-/// How long output may make *no progress* after a process exited before its exit is reported
-/// anyway: a background process that inherited stdout (no end of file, nothing to copy) or a
-/// reader that went away must not keep Wait hanging forever. A slow reader that keeps taking
-/// bytes is waited for, however long: every byte written before the exit gets out.
-pub const DRAIN_BOUND: Duration = Duration::from_secs(2);
+/// How long a reader may take nothing out of an output FIFO after the process's output ended
+/// before the shim closes its end of the FIFO anyway. Closing it loses nothing while the
+/// reader holds the FIFO open (the bytes stay in it, then the reader sees end of file); the
+/// bound only keeps a stuck reader from pinning the copy until the process is deleted.
+const DRAIN_BOUND: Duration = Duration::from_secs(2);
+
+/// How long after a process's exit its exit is reported at the latest, whatever the readers of
+/// its output do (containerd's Go shim reports it at once; the requirement is 0.5 s).
+///
+/// Until then the exit waits for the output to get out: for the copy to have moved everything
+/// the process wrote into the FIFO, and for the FIFO's reader to have taken it, because some
+/// clients stop reading once they have the exit (ctr 1.6 closes its FIFOs when it deletes the
+/// task, and deletes right after Wait returns). An attached reader takes the at most 2 MiB
+/// left in the pipes in milliseconds. Nobody to wait for (a detached `ctr run -d`, a
+/// containerd that is away) ends the wait at once. The bound covers what cannot be waited
+/// for: a background process that inherited stdout (no end of output), a reader that stopped
+/// reading, output that does not fit into a FIFO nobody reads.
+pub const EXIT_REPORT_BOUND: Duration = Duration::from_millis(300);
 
 impl ProcessStdio {
     /// CloseIO: everything already written to the stdin FIFO is delivered, then the process
@@ -170,27 +212,20 @@ impl ProcessStdio {
         }
     }
 
-    /// Waits until all output has been copied out, or until copying made no progress for
-    /// `bound`. A stalled copy keeps running (nothing is thrown away) until the process is
-    /// deleted.
+    /// Waits until all output has been copied into the FIFOs and taken out by their readers
+    /// (see [`spawn_output`]), for `bound` at most. A copy still running after that keeps
+    /// running (nothing is thrown away) until it ends or the process is deleted.
     pub async fn finish_output(&self, bound: Duration) {
-        let outputs = std::mem::take(&mut *lock(&self.outputs));
-        let mut stalled = Vec::new();
-        for mut out in outputs {
-            let mut seen = out.progress.load(Ordering::Relaxed);
-            loop {
-                if tokio::time::timeout(bound, &mut out.task).await.is_ok() {
-                    break;
-                }
-                let now = out.progress.load(Ordering::Relaxed);
-                if now == seen {
-                    stalled.push(out);
-                    break;
-                }
-                seen = now;
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut outputs = std::mem::take(&mut *lock(&self.outputs));
+        for out in &mut outputs {
+            if let Some(settled) = out.settled.take() {
+                // An error (the copy ended without settling) counts as settled.
+                let _ = tokio::time::timeout_at(deadline, settled).await;
             }
         }
-        lock(&self.outputs).extend(stalled);
+        // Kept until the process is deleted: a copy may still run, or hold output for a reader.
+        lock(&self.outputs).extend(outputs);
     }
 
     pub fn resize(&self, width: u32, height: u32) -> io::Result<()> {
@@ -238,7 +273,7 @@ pub struct Prepared {
     pub console_socket: Option<console::ConsoleSocket>,
     pub stdio: ProcessStdio,
     /// The console's far side is attached after the runtime hands over the pty master.
-    pending_console: Option<(Option<OwnedFd>, Option<OwnedFd>)>,
+    pending_console: Option<(Option<OwnedFd>, Option<OutFifo>)>,
 }
 
 /// Identity given to a `binary://` logger.
@@ -280,7 +315,7 @@ pub async fn prepare(
 
     if spec.terminal {
         let out_fifo = match &stdout {
-            Scheme::Fifo(p) => Some(open_fifo(p)?),
+            Scheme::Fifo(p) => Some(OutFifo::open(p)?),
             Scheme::Null => None,
             _ => {
                 return Err(invalid(
@@ -330,7 +365,7 @@ pub async fn prepare(
         }
         _ => {
             let out_fifo = match &stdout {
-                Scheme::Fifo(p) => Some(open_fifo(p)?),
+                Scheme::Fifo(p) => Some(OutFifo::open(p)?),
                 Scheme::Null => None,
                 _ => return Err(invalid(format!("unsupported stdout {:?}", spec.stdout))),
             };
@@ -339,7 +374,7 @@ pub async fn prepare(
                     Some(f) => Some(f.try_clone()?),
                     None => None,
                 },
-                Scheme::Fifo(p) => Some(open_fifo(p)?),
+                Scheme::Fifo(p) => Some(OutFifo::open(p)?),
                 Scheme::Null => None,
                 _ => return Err(invalid(format!("unsupported stderr {:?}", spec.stderr))),
             };
@@ -378,22 +413,37 @@ fn chown_fd(fd: &OwnedFd, owner: Option<(u32, u32)>) -> io::Result<()> {
     Ok(())
 }
 
-fn spawn_output(src: OwnedFd, dst: OwnedFd) -> io::Result<Output> {
+/// Copies the process's output `src` into `fifo` until the process's output ends, then waits
+/// until the FIFO's reader has taken it all (see [`copy::wait_consumed`]) and closes the FIFO,
+/// so that the reader sees end of file. Output nobody reads stays in the FIFO (the shim keeps
+/// it open) until a reader comes and takes it (containerd back from a restart), or until the
+/// process is deleted.
+fn spawn_output(src: OwnedFd, fifo: OutFifo) -> io::Result<Output> {
+    let OutFifo { writer, reader } = fifo;
     // Bigger pipes mean fewer wake-ups and bigger splices for the writer, the shim and the
     // reader alike (the data path is dd → pipe → shim → FIFO → client).
     copy::grow_pipe(&src);
-    copy::grow_pipe(&dst);
+    copy::grow_pipe(&writer);
     let src = async_fd(src)?;
-    let dst = async_fd(dst)?;
-    let progress = Arc::new(AtomicU64::new(0));
-    let counter = progress.clone();
+    let dst = async_fd(writer)?;
+    let (settled_tx, settled) = oneshot::channel();
     let task = tokio::spawn(async move {
+        let counter = AtomicU64::new(0);
         match copy::copy_counted(&src, &dst, false, &counter).await {
-            Ok(_) => copy::wait_consumed(dst.get_ref(), &counter, DRAIN_BOUND).await,
+            Ok(_) => {
+                // Nothing more to write: from now on, a reader of the FIFO is someone else.
+                drop(reader);
+                copy::wait_consumed(dst.get_ref(), &counter, DRAIN_BOUND).await;
+                let _ = settled_tx.send(());
+                copy::hold_until_taken(dst.get_ref()).await;
+            }
             Err(e) => log::warn!("stdout/stderr copy ended: {e}"),
         }
     });
-    Ok(Output { task, progress })
+    Ok(Output {
+        task,
+        settled: Some(settled),
+    })
 }
 
 /// Copies the stdin FIFO to the process until the client's end of input or CloseIO. On

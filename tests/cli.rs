@@ -447,3 +447,56 @@ fn containerd_2_1_inspect_runtime_runs_info() {
         text(&out.stderr)
     );
 }
+
+/// Tender's `-info` and containerd 2.1's own runc shim's, same options, same runtime: the
+/// same features (type URL and JSON content) and the same options shape.
+#[test]
+fn info_matches_containerd_2_1_runc_shim() {
+    let go_shim = matrix_bin("2.1", "containerd-shim-runc-v2");
+    let Some(runc) = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+    else {
+        eprintln!("SKIP info_matches_containerd_2_1_runc_shim: no runc");
+        return;
+    };
+    if !go_shim.is_file() {
+        eprintln!(
+            "SKIP info_matches_containerd_2_1_runc_shim: no {} (scripts/fetch-matrix.sh)",
+            go_shim.display()
+        );
+        return;
+    }
+    let stdin = runc_options(runc);
+    let go = Command::new(&go_shim)
+        .arg("-info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            if let Some(mut s) = c.stdin.take() {
+                s.write_all(&stdin)?;
+            }
+            c.wait_with_output()
+        })
+        .expect("run the Go shim");
+    assert!(go.status.success(), "Go shim: {}", text(&go.stderr));
+    let go = RuntimeInfo::parse_from_bytes(&go.stdout).expect("Go shim's RuntimeInfo");
+    let ours = decode_info(&run(&["-info"], &stdin, None));
+
+    assert_eq!(ours.options.type_url, go.options.type_url);
+    let (o, g) = (
+        RuncOptions::parse_from_bytes(&ours.options.value).expect("ours"),
+        RuncOptions::parse_from_bytes(&go.options.value).expect("Go's"),
+    );
+    assert_eq!(o.binary_name, g.binary_name);
+    assert_eq!(ours.features.is_some(), go.features.is_some());
+    if let (Some(f), Some(g)) = (ours.features.as_ref(), go.features.as_ref()) {
+        assert_eq!(f.type_url, g.type_url);
+        let f: serde_json::Value = serde_json::from_slice(&f.value).expect("our JSON");
+        let g: serde_json::Value = serde_json::from_slice(&g.value).expect("Go's JSON");
+        assert_eq!(f, g);
+    }
+    assert!(go.annotations.is_empty() && ours.annotations.is_empty());
+}

@@ -2,6 +2,7 @@
 //!
 //! `start` and `delete` are the actions containerd runs; without an action the binary is the
 //! daemon started by hand (the listening socket on fd 3; `start` forks its daemon instead).
+//! `-info` (containerd 2.x's runtime introspection), `-v` and `-h` answer and exit.
 //! See `bootstrap` for each.
 //!
 //! The entry point is the C `main`, not Rust's: containerd runs this binary twice per shim
@@ -45,11 +46,17 @@ fn run() -> libc::c_int {
             return 2;
         }
     };
+    if flags.help {
+        print!("{}", bootstrap::flags::USAGE);
+        return 0;
+    }
     if flags.version {
-        println!("containerd-shim-tender-v2 {}", env!("CARGO_PKG_VERSION"));
+        print!("{}", bootstrap::info::version_text());
         return 0;
     }
     let result = match flags.action.as_deref() {
+        // Before the action, as in containerd's shims: `-info` ignores any action given.
+        _ if flags.info => bootstrap::info::run(),
         Some("start") => bootstrap::start(&flags),
         Some("delete") => bootstrap::delete(&flags),
         None => bootstrap::serve(&flags),

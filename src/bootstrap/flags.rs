@@ -1,5 +1,6 @@
 //! containerd's command line for a shim, Go `flag` style: `-name value`, `-name=value`,
-//! `--name value`, boolean `-debug`, then the action (`start`, `delete`; none = serve).
+//! `--name value`, boolean `-debug`, `-v`, `-info` and `-h`, then the action (`start`,
+//! `delete`; none = serve).
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Flags {
@@ -11,7 +12,47 @@ pub struct Flags {
     pub socket: String,
     pub debug: bool,
     pub version: bool,
+    /// `-info`: print the `RuntimeInfo` protobuf (containerd 2.x asks for it) and exit.
+    pub info: bool,
+    /// `-h`, `-help`: print [`USAGE`] and exit.
+    pub help: bool,
     pub action: Option<String>,
+}
+
+/// What `-h` prints (stdout, exit status 0).
+pub const USAGE: &str = "\
+Usage: containerd-shim-tender-v2 [flags] [start | delete]
+
+containerd runs this binary; it is not meant to be run by hand.
+
+Actions:
+  start     start a shim (or reuse the pod's) and print the address containerd dials
+            (options or BootstrapParams on stdin; run in the bundle directory)
+  delete    clean up after a shim that died: force-delete the container, print a
+            DeleteResponse
+  (none)    serve the task API on the listening socket passed as fd 3 (-socket names it)
+
+Flags (Go style: -name value, -name=value or --name value):
+  -namespace string        namespace that owns the shim
+  -id string               id of the task
+  -address string          grpc address back to main containerd
+  -publish-binary string   path to publish binary (accepted; events go to TTRPC_ADDRESS)
+  -bundle string           path to the bundle if not the working directory (delete)
+  -socket string           socket path to serve (serve)
+  -debug                   enable debug output in logs
+  -info                    read runtime options from stdin, print the RuntimeInfo
+                           protobuf to stdout, and exit
+  -v, -version             show the shim version and exit
+  -h, -help                show this help and exit
+";
+
+/// A Go `flag` boolean: bare (`-debug`) or with a value (`-debug=false`).
+fn bool_value(name: &str, inline: Option<&str>) -> Result<bool, String> {
+    match inline {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(v) => Err(format!("bad value for -{name}: {v:?}")),
+    }
 }
 
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
@@ -31,14 +72,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
             None => (body, None),
         };
         match name {
-            "debug" => {
-                f.debug = match inline.as_deref() {
-                    None | Some("true") | Some("1") => true,
-                    Some("false") | Some("0") => false,
-                    Some(v) => return Err(format!("bad value for -debug: {v:?}")),
-                }
-            }
+            "debug" => f.debug = bool_value(name, inline.as_deref())?,
             "v" | "version" => f.version = true,
+            "info" => f.info = bool_value(name, inline.as_deref())?,
+            "h" | "help" => f.help = true,
             "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                 let value = match inline {
                     Some(v) => v,
@@ -96,5 +133,18 @@ mod tests {
         assert!(parse(v("-bogus 1 start")).is_err());
         assert!(parse(v("start delete")).is_err());
         assert!(parse(v("-debug=maybe")).is_err());
+        assert!(parse(v("-info=sometimes")).is_err());
+    }
+
+    #[test]
+    fn info_help_and_version_flags() {
+        assert!(parse(v("-info")).expect("parse").info);
+        assert!(!parse(v("-info=false")).expect("parse").info);
+        for h in ["-h", "-help", "--help", "--h"] {
+            assert!(parse(v(h)).expect("parse").help, "{h}");
+        }
+        for ver in ["-v", "--version", "-version"] {
+            assert!(parse(v(ver)).expect("parse").version, "{ver}");
+        }
     }
 }

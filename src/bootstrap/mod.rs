@@ -3,6 +3,7 @@
 //! a dead shim), and `serve` (the daemon itself).
 
 pub mod flags;
+pub mod info;
 pub mod protocol;
 
 use std::io::{Read, Write};

@@ -255,9 +255,8 @@ fn docker_tty_run_and_exec_follow_resizes() {
             "{rt}: first size printed: {:?}",
             p.text()
         );
-        p.resize(30, 100);
         assert!(
-            p.wait_for("30 100\n", Duration::from_secs(10)),
+            p.resize_and_wait(30, 100, Duration::from_secs(10)),
             "{rt}: run -it did not follow the resize: {:?}\n{}",
             p.text(),
             d.diag()
@@ -290,9 +289,8 @@ fn docker_tty_run_and_exec_follow_resizes() {
             "{rt}: exec -it: tty printed {:?}",
             p.text()
         );
-        p.resize(33, 111);
         assert!(
-            p.wait_for("33 111\n", Duration::from_secs(10)),
+            p.resize_and_wait(33, 111, Duration::from_secs(10)),
             "{rt}: exec -it did not follow the resize: {:?}\n{}",
             p.text(),
             d.diag()

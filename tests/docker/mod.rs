@@ -574,6 +574,35 @@ impl PtyClient {
         common::send_signal(self.child.id(), libc::SIGWINCH);
     }
 
+    /// Sets the size to `rows` x `cols` and waits until `"rows cols\n"` appears in the output
+    /// after this call. The docker CLI installs its SIGWINCH handler (and reads the size it
+    /// compares against) concurrently with attaching, so a resize that comes too early is
+    /// never forwarded: when nothing shows up within 2 s, the size is wiggled (one row less,
+    /// then back) and the wait starts again.
+    pub fn resize_and_wait(&self, rows: u16, cols: u16, timeout: Duration) -> bool {
+        let needle = format!("{rows} {cols}\n");
+        let mark = self.text().len();
+        let deadline = Instant::now() + timeout;
+        self.resize(rows, cols);
+        loop {
+            let seen = common::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+                self.text()
+                    .get(mark..)
+                    .is_some_and(|t| t.contains(&needle))
+                    .then_some(())
+            });
+            if seen.is_some() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.resize(rows.saturating_sub(1).max(1), cols);
+            thread::sleep(Duration::from_millis(100));
+            self.resize(rows, cols);
+        }
+    }
+
     /// Waits for the client to exit; returns its exit code (`None` = killed, timed out).
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
         let st = common::wait_until(timeout, Duration::from_millis(20), || {

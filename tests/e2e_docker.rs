@@ -173,7 +173,12 @@ fn docker_run_exec_logs_and_rm() {
             "-c",
             "echo exec-out; echo exec-err >&2; exit 4",
         ]);
-        assert_eq!(out.code, Some(4), "{rt}: exec exit code\n{out}\n{}", d.diag());
+        assert_eq!(
+            out.code,
+            Some(4),
+            "{rt}: exec exit code\n{out}\n{}",
+            d.diag()
+        );
         assert_eq!(out.stdout_str(), "exec-out\n", "{rt}: exec stdout\n{out}");
         assert_eq!(out.stderr_str(), "exec-err\n", "{rt}: exec stderr\n{out}");
         // exec -i: stdin round trip, byte-identical, then EOF.
@@ -202,11 +207,19 @@ fn docker_run_exec_logs_and_rm() {
         // kill: 137; the logs are still there afterwards.
         d.docker_ok(&["kill", &c]);
         let out = d.docker(&["wait", &c]);
-        assert_eq!(out.stdout_str().trim(), "137", "{rt}: wait after kill\n{out}");
+        assert_eq!(
+            out.stdout_str().trim(),
+            "137",
+            "{rt}: wait after kill\n{out}"
+        );
         assert_eq!(d.inspect(&c, "{{.State.Status}}"), "exited");
         assert_eq!(d.inspect(&c, "{{.State.ExitCode}}"), "137");
         let out = d.docker(&["logs", &c]);
-        assert_eq!(out.stdout_str(), "line1\nline2\nline3\n", "{rt}: logs after exit");
+        assert_eq!(
+            out.stdout_str(),
+            "line1\nline2\nline3\n",
+            "{rt}: logs after exit"
+        );
         d.docker_ok(&["rm", &c]);
     }
     common::notice(&format!(
@@ -248,7 +261,11 @@ fn docker_tty_run_and_exec_follow_resizes() {
             p.text(),
             d.diag()
         );
-        let first = p.text().lines().find(|l| !l.trim().is_empty()).map(str::to_string);
+        let first = p
+            .text()
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_string);
         assert_eq!(
             first.as_deref(),
             Some("20 70"),
@@ -263,20 +280,18 @@ fn docker_tty_run_and_exec_follow_resizes() {
         );
         p.write(b"q\r");
         let code = p.wait(Duration::from_secs(20));
-        assert_eq!(code, Some(7), "{rt}: run -it exit code; output {:?}", p.text());
+        assert_eq!(
+            code,
+            Some(7),
+            "{rt}: run -it exit code; output {:?}",
+            p.text()
+        );
         drop(p);
 
         // exec -it into a detached container.
         let c = run_detached(&d, &rt, "execit", &["sleep", "1000"]);
         let mut cmd = d.command();
-        cmd.args([
-            "exec",
-            "-it",
-            &c,
-            "sh",
-            "-c",
-            &format!("tty; {SIZE_LOOP}"),
-        ]);
+        cmd.args(["exec", "-it", &c, "sh", "-c", &format!("tty; {SIZE_LOOP}")]);
         let mut p = PtyClient::spawn(cmd, 25, 90);
         assert!(
             p.wait_for("25 90\n", Duration::from_secs(20)),
@@ -297,7 +312,12 @@ fn docker_tty_run_and_exec_follow_resizes() {
         );
         p.write(b"q\r");
         let code = p.wait(Duration::from_secs(20));
-        assert_eq!(code, Some(7), "{rt}: exec -it exit code; output {:?}", p.text());
+        assert_eq!(
+            code,
+            Some(7),
+            "{rt}: exec -it exit code; output {:?}",
+            p.text()
+        );
         // The container is untouched by its exec's end.
         assert_eq!(d.inspect(&c, "{{.State.Status}}"), "running");
         d.docker_ok(&["rm", "-f", &c]);
@@ -318,7 +338,11 @@ fn docker_stop_pause_stats_restart() {
             &d,
             &rt,
             "stop",
-            &["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"],
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+            ],
         );
         let ok = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             (d.docker(&["logs", &c]).stdout_str() == "ready\n").then_some(())
@@ -333,7 +357,11 @@ fn docker_stop_pause_stats_restart() {
             "{rt}: stop -t 1 took {took:?}"
         );
         assert_eq!(d.inspect(&c, "{{.State.Status}}"), "exited");
-        assert_eq!(d.inspect(&c, "{{.State.ExitCode}}"), "137", "{rt}: after stop");
+        assert_eq!(
+            d.inspect(&c, "{{.State.ExitCode}}"),
+            "137",
+            "{rt}: after stop"
+        );
 
         // A counter: pause stops its output, unpause resumes it.
         let c = run_detached(&d, &rt, "pause", &["sh", "-c", COUNTER]);
@@ -396,7 +424,11 @@ fn docker_stop_pause_stats_restart() {
         // kill: 137.
         d.docker_ok(&["kill", &c]);
         let out = d.docker(&["wait", &c]);
-        assert_eq!(out.stdout_str().trim(), "137", "{rt}: wait after kill\n{out}");
+        assert_eq!(
+            out.stdout_str().trim(),
+            "137",
+            "{rt}: wait after kill\n{out}"
+        );
         d.docker_ok(&["rm", &c]);
     }
     common::notice(&format!(
@@ -417,7 +449,11 @@ fn docker_live_restore_keeps_containers_and_logs() {
                 &d,
                 &rt,
                 "live",
-                &["sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done"],
+                &[
+                    "sh",
+                    "-c",
+                    "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done",
+                ],
             );
             (rt, c)
         })
@@ -454,12 +490,17 @@ fn docker_live_restore_keeps_containers_and_logs() {
                 "running",
                 "{rt}: after {signame}"
             );
-            assert_eq!(&d.inspect(c, "{{.State.Pid}}"), pid, "{rt}: pid after {signame}");
+            assert_eq!(
+                &d.inspect(c, "{{.State.Pid}}"),
+                pid,
+                "{rt}: pid after {signame}"
+            );
             let mut lines = Vec::new();
-            let ok = common::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
-                lines = counter_lines(&d, c);
-                (lines.last().copied().unwrap_or(0) >= last + 10).then_some(())
-            });
+            let ok =
+                common::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+                    lines = counter_lines(&d, c);
+                    (lines.last().copied().unwrap_or(0) >= last + 10).then_some(())
+                });
             assert!(
                 ok.is_some(),
                 "{rt}: no output after dockerd came back ({signame}): last before {last}, \
@@ -478,9 +519,17 @@ fn docker_live_restore_keeps_containers_and_logs() {
     // The restored containers are fully usable: exec, then stop with its exit code.
     for (rt, c) in &cs {
         let out = d.docker(&["exec", c, "echo", "alive"]);
-        assert_eq!(out.stdout_str(), "alive\n", "{rt}: exec after restore\n{out}");
+        assert_eq!(
+            out.stdout_str(),
+            "alive\n",
+            "{rt}: exec after restore\n{out}"
+        );
         let out = d.docker(&["stop", "-t", "1", c]);
-        assert!(out.success(), "{rt}: stop after restore\n{out}\n{}", d.diag());
+        assert!(
+            out.success(),
+            "{rt}: stop after restore\n{out}\n{}",
+            d.diag()
+        );
         assert_eq!(d.inspect(c, "{{.State.Status}}"), "exited");
         assert_eq!(
             d.inspect(c, "{{.State.ExitCode}}"),

@@ -59,17 +59,13 @@ pub fn containerd_for_docker() -> Result<common::ContainerdBuild, String> {
             return Ok(b);
         }
     }
-    common::containerd_build(Some(
-        &common::matrix_dir().join("containerd-2.1/usr/bin"),
-    ))
+    common::containerd_build(Some(&common::matrix_dir().join("containerd-2.1/usr/bin")))
 }
 
 /// Whether the matrix Docker and a containerd >= 1.7 are there. (`docker-init` is not
 /// needed: no test uses `--init`; the matrix's is a symlink to a `tini-static` it lacks.)
 pub fn docker_present() -> bool {
-    dockerd_bin().is_file()
-        && docker_cli().is_file()
-        && containerd_for_docker().is_ok()
+    dockerd_bin().is_file() && docker_cli().is_file() && containerd_for_docker().is_ok()
 }
 
 /// `true` if the test can run (else SKIP, or panic under CI=true).
@@ -230,7 +226,12 @@ impl Dockerd {
         *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(c) = self.child.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(c) = self
+                .child
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
                 if let Ok(Some(st)) = c.try_wait() {
                     panic!("dockerd exited during startup ({st})\n{}", self.diag());
                 }
@@ -481,7 +482,7 @@ impl PtyClient {
     pub fn spawn(mut cmd: Command, rows: u16, cols: u16) -> PtyClient {
         let mut master: libc::c_int = -1;
         let mut slave: libc::c_int = -1;
-        let mut ws = winsize(rows, cols);
+        let ws = winsize(rows, cols);
         // SAFETY: out-pointers to locals; NULL name and termios are allowed.
         let rc = unsafe {
             libc::openpty(
@@ -489,12 +490,13 @@ impl PtyClient {
                 &mut slave,
                 std::ptr::null_mut(),
                 std::ptr::null(),
-                &mut ws,
+                &ws,
             )
         };
         assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
         // SAFETY: openpty returned two fresh descriptors we now own.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         // Not inherited by what other tests spawn meanwhile (the master would never see EIO).
         for fd in [&master, &slave] {
             // SAFETY: fcntl on our own descriptor.
@@ -546,7 +548,11 @@ impl PtyClient {
 
     /// Everything read from the master so far, `\r` removed.
     pub fn text(&self) -> String {
-        let b = self.output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let b = self
+            .output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         String::from_utf8_lossy(&b).replace('\r', "")
     }
 
@@ -585,12 +591,13 @@ impl PtyClient {
         let deadline = Instant::now() + timeout;
         self.resize(rows, cols);
         loop {
-            let seen = common::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
-                self.text()
-                    .get(mark..)
-                    .is_some_and(|t| t.contains(&needle))
-                    .then_some(())
-            });
+            let seen =
+                common::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+                    self.text()
+                        .get(mark..)
+                        .is_some_and(|t| t.contains(&needle))
+                        .then_some(())
+                });
             if seen.is_some() {
                 return true;
             }

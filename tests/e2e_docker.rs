@@ -403,6 +403,30 @@ fn docker_stop_pause_stats_restart() {
         let pids: u32 = pids.trim().parse().unwrap_or(0);
         assert!(pids >= 1, "{rt}: stats pids in {s:?}");
 
+        // top (the shim's Pids): the init's host pid is listed.
+        let init_pid = d.inspect(&c, "{{.State.Pid}}");
+        let out = d.docker(&["top", &c, "-o", "pid"]);
+        assert!(
+            out.success() && out.stdout_str().lines().any(|l| l.trim() == init_pid),
+            "{rt}: top does not list the init {init_pid}\n{out}\n{}",
+            d.diag()
+        );
+        // update (the shim's Update): the new memory limit is the cgroup's.
+        d.docker_ok(&["update", "--memory", "64m", "--memory-swap", "64m", &c]);
+        assert_eq!(d.inspect(&c, "{{.HostConfig.Memory}}"), "67108864");
+        let limit =
+            if common::host_is_hybrid() || std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+            } else {
+                "/sys/fs/cgroup/memory.max"
+            };
+        let out = d.docker(&["exec", &c, "cat", limit]);
+        assert_eq!(
+            out.stdout_str(),
+            "67108864\n",
+            "{rt}: memory limit after update\n{out}"
+        );
+
         // restart: a new init (new pid), the counter starts over, logs keep both runs.
         let pid1 = d.inspect(&c, "{{.State.Pid}}");
         let started1 = d.inspect(&c, "{{.State.StartedAt}}");

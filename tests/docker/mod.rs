@@ -400,6 +400,15 @@ pub fn docker_archive() -> PathBuf {
 
 fn build_docker_archive() -> PathBuf {
     let oci = common::busybox_image();
+    // Named after the OCI archive (itself named by a hash of its inputs): built once.
+    let stem = oci
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "busybox".into());
+    let archive = oci.with_file_name(format!("{stem}-docker-save.tar"));
+    if archive.is_file() {
+        return archive;
+    }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "docker-archive-{}-{}",
         std::process::id(),
@@ -445,12 +454,16 @@ fn build_docker_archive() -> PathBuf {
         "Layers": layers,
     }]);
     fs::write(dir.join("manifest.json"), docker_manifest.to_string()).expect("manifest.json");
-    let archive = dir.with_extension("tar");
+    // Written aside and renamed: a concurrent test process never sees a partial archive.
+    let tmp = dir.with_extension("tar");
     let mut tar = Command::new("tar");
-    tar.arg("-cf").arg(&archive).arg("-C").arg(&dir).arg(".");
+    tar.arg("-cf").arg(&tmp).arg("-C").arg(&dir).arg(".");
     let out = common::run_cmd(tar, Duration::from_secs(60));
     assert!(out.success(), "tar docker archive\n{out}");
     let _ = fs::remove_dir_all(&dir);
+    if let Err(e) = fs::rename(&tmp, &archive) {
+        panic!("rename {} -> {}: {e}", tmp.display(), archive.display());
+    }
     archive
 }
 

@@ -27,6 +27,11 @@ fn name(prefix: &str) -> String {
 
 /// `docker run -d --network none --runtime rt --name n IMAGE cmd...`; returns the name.
 fn run_detached(d: &Dockerd, rt: &str, prefix: &str, cmd: &[&str]) -> String {
+    run_detached_with(d, rt, prefix, &[], cmd)
+}
+
+/// [`run_detached`] with more `docker run` options.
+fn run_detached_with(d: &Dockerd, rt: &str, prefix: &str, opts: &[&str], cmd: &[&str]) -> String {
     let n = name(prefix);
     let mut args = vec![
         "run",
@@ -37,8 +42,9 @@ fn run_detached(d: &Dockerd, rt: &str, prefix: &str, cmd: &[&str]) -> String {
         rt,
         "--name",
         &n,
-        IMAGE,
     ];
+    args.extend_from_slice(opts);
+    args.push(IMAGE);
     args.extend_from_slice(cmd);
     d.docker_ok(&args);
     n
@@ -563,6 +569,122 @@ fn docker_live_restore_keeps_containers_and_logs() {
     }
     common::notice(&format!(
         "docker_live_restore_keeps_containers_and_logs: {:.1}s",
+        t0.elapsed().as_secs_f64()
+    ));
+}
+
+#[test]
+fn docker_failures_oom_restart_policy_health() {
+    let t0 = Instant::now();
+    let d = docker_setup!("docker_failures_oom_restart_policy_health", false);
+    for rt in runtimes() {
+        // Health checks (an exec every second) and a restart policy run in the background
+        // while the rest goes on.
+        let healthy = run_detached_with(
+            &d,
+            &rt,
+            "healthy",
+            &["--health-cmd", "test -e /tmp", "--health-interval", "1s"],
+            &["sleep", "1000"],
+        );
+        let unhealthy = run_detached_with(
+            &d,
+            &rt,
+            "unhealthy",
+            &[
+                "--health-cmd",
+                "exit 1",
+                "--health-interval",
+                "1s",
+                "--health-retries",
+                "1",
+            ],
+            &["sleep", "1000"],
+        );
+        let restarting = run_detached_with(
+            &d,
+            &rt,
+            "onfailure",
+            &["--restart", "on-failure:2"],
+            &["sh", "-c", "echo run; exit 1"],
+        );
+
+        // A command that cannot be run: docker's 127 and 126, from the runtime's error text.
+        for (cmd, code, text) in [
+            ("nosuchcmd", 127, "executable file not found"),
+            ("/etc/passwd", 126, "permission denied"),
+        ] {
+            let out = d.docker(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--runtime",
+                &rt,
+                IMAGE,
+                cmd,
+            ]);
+            assert_eq!(out.code, Some(code), "{rt}: run {cmd}\n{out}");
+            assert!(out.stderr_str().contains(text), "{rt}: run {cmd}\n{out}");
+            let out = d.docker(&["exec", &healthy, cmd]);
+            assert_eq!(out.code, Some(code), "{rt}: exec {cmd}\n{out}");
+            assert!(out.stderr_str().contains(text), "{rt}: exec {cmd}\n{out}");
+        }
+
+        // OOM: killed by the kernel, reported as OOMKilled with 137.
+        let n = name("oom");
+        let out = d.docker(&[
+            "run",
+            "--name",
+            &n,
+            "-m",
+            "8m",
+            "--memory-swap",
+            "8m",
+            "--network",
+            "none",
+            "--runtime",
+            &rt,
+            IMAGE,
+            "sh",
+            "-c",
+            "x=a; while true; do x=$x$x; done",
+        ]);
+        assert_eq!(out.code, Some(137), "{rt}: OOM run\n{out}\n{}", d.diag());
+        assert_eq!(
+            d.inspect(&n, "{{.State.OOMKilled}} {{.State.ExitCode}}"),
+            "true 137",
+            "{rt}: OOM state"
+        );
+        d.docker_ok(&["rm", &n]);
+
+        d.wait_inspect(
+            &restarting,
+            "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}",
+            "2 exited 1",
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            d.docker_ok(&["logs", &restarting]),
+            "run\nrun\nrun\n",
+            "{rt}: logs of three runs"
+        );
+        d.wait_inspect(
+            &healthy,
+            "{{.State.Health.Status}}",
+            "healthy",
+            Duration::from_secs(30),
+        );
+        d.wait_inspect(
+            &unhealthy,
+            "{{.State.Health.Status}}",
+            "unhealthy",
+            Duration::from_secs(30),
+        );
+        d.docker_ok(&["rm", "-f", &healthy, &unhealthy, &restarting]);
+    }
+    common::notice(&format!(
+        "docker_failures_oom_restart_policy_health: {:.1}s",
         t0.elapsed().as_secs_f64()
     ));
 }

@@ -610,13 +610,18 @@ fn docker_failures_oom_restart_policy_health() {
         );
 
         // A command that cannot be run: docker's 127 and 126, from the runtime's error text.
+        // The text is the error of the call, not output of the container: it appears once,
+        // in dockerd's error, and never in the container's streams or logs (as with the Go
+        // shim, which copies output only once the runtime call succeeded).
         for (cmd, code, text) in [
             ("nosuchcmd", 127, "executable file not found"),
             ("/etc/passwd", 126, "permission denied"),
         ] {
+            let n = name("cannot");
             let out = d.docker(&[
                 "run",
-                "--rm",
+                "--name",
+                &n,
                 "--network",
                 "none",
                 "--runtime",
@@ -625,10 +630,27 @@ fn docker_failures_oom_restart_policy_health() {
                 cmd,
             ]);
             assert_eq!(out.code, Some(code), "{rt}: run {cmd}\n{out}");
-            assert!(out.stderr_str().contains(text), "{rt}: run {cmd}\n{out}");
+            let all = format!("{}{}", out.stdout_str(), out.stderr_str());
+            assert_eq!(
+                all.matches(text).count(),
+                1,
+                "{rt}: run {cmd}: the error once, in dockerd's answer\n{out}"
+            );
+            assert!(out.stderr_str().contains("Error response from daemon"));
+            assert_eq!(d.inspect(&n, "{{.State.ExitCode}}"), code.to_string());
+            let logs = d.docker(&["logs", &n]);
+            assert!(
+                logs.success() && logs.stdout.is_empty() && logs.stderr.is_empty(),
+                "{rt}: logs of a container that never ran\n{logs}"
+            );
+            d.docker_ok(&["rm", &n]);
+            // dockerd reports a failed exec start in the attached stream (stdout, CRLF).
             let out = d.docker(&["exec", &healthy, cmd]);
             assert_eq!(out.code, Some(code), "{rt}: exec {cmd}\n{out}");
-            assert!(out.stderr_str().contains(text), "{rt}: exec {cmd}\n{out}");
+            assert!(
+                out.stdout_str().contains(text) && out.stderr.is_empty(),
+                "{rt}: exec {cmd}: dockerd's error on stdout, nothing from the runtime\n{out}"
+            );
         }
 
         // OOM: killed by the kernel, reported as OOMKilled with 137.

@@ -673,11 +673,18 @@ fn docker_failures_oom_restart_policy_health() {
             "x=a; while true; do x=$x$x; done",
         ]);
         assert_eq!(out.code, Some(137), "{rt}: OOM run\n{out}\n{}", d.diag());
-        assert_eq!(
-            d.inspect(&n, "{{.State.OOMKilled}} {{.State.ExitCode}}"),
-            "true 137",
-            "{rt}: OOM state"
-        );
+        // Tender watches for OOM from before the start and sends TaskOOM before TaskExit.
+        // The Go shim registers its watch after the start: a container that dies of OOM
+        // at once may get no TaskOOM at all (seen with containerd 2.1.9's under load), and
+        // dockerd then says OOMKilled=false.
+        let state = d.inspect(&n, "{{.State.OOMKilled}} {{.State.ExitCode}}");
+        if common::runtime() == common::TENDER_RUNTIME {
+            assert_eq!(state, "true 137", "{rt}: OOM state");
+        } else if state != "true 137" {
+            common::notice(&format!(
+                "{rt}: OOM state {state:?} (no TaskOOM from this shim)"
+            ));
+        }
         d.docker_ok(&["rm", &n]);
 
         d.wait_inspect(

@@ -188,6 +188,13 @@ impl Container {
             });
             e
         };
+        if let Err(e) = prepared.start_outputs() {
+            return Err(cleanup_err(
+                &new.id,
+                &new.runtime,
+                OpError::Internal(format!("stdio: {e}")),
+            ));
+        }
         if let Err(e) = attached {
             return Err(cleanup_err(
                 &new.id,
@@ -357,6 +364,9 @@ impl Container {
             })
             .await;
         restored.map_err(|e| OpError::Internal(format!("restore container {}: {e}", self.id)))?;
+        plan.prepared
+            .start_outputs()
+            .map_err(|e| OpError::Internal(format!("stdio: {e}")))?;
         attached.map_err(|e| OpError::Internal(format!("terminal: {e}")))?;
         let pid = read_pid(&pid_file)?;
         self.init
@@ -566,6 +576,9 @@ impl Container {
         ran.map_err(|e| {
             OpError::Internal(format!("exec {} in {}: {e}", process.exec_id, self.id))
         })?;
+        prepared
+            .start_outputs()
+            .map_err(|e| OpError::Internal(format!("stdio: {e}")))?;
         attached.map_err(|e| OpError::Internal(format!("terminal: {e}")))?;
         let pid = read_pid(&pid_file)?;
         process.stdio.adopt(std::mem::take(&mut prepared.stdio));

@@ -274,6 +274,11 @@ pub struct Prepared {
     pub stdio: ProcessStdio,
     /// The console's far side is attached after the runtime hands over the pty master.
     pending_console: Option<(Option<OwnedFd>, Option<OutFifo>)>,
+    /// Output pipes (read end, FIFO) copied only once the runtime call succeeded
+    /// ([`Prepared::start_outputs`]): until then the only writer is the runtime CLI itself,
+    /// whose error text is the failed call's error, not the process's output (the Go shim
+    /// starts copying after the call too). Dropped unread when the call fails.
+    pending_outputs: Vec<(OwnedFd, OutFifo)>,
 }
 
 /// Identity given to a `binary://` logger.
@@ -306,6 +311,7 @@ pub async fn prepare(
         console_socket: None,
         stdio: ProcessStdio::default(),
         pending_console: None,
+        pending_outputs: Vec::new(),
     };
 
     let stdin_fifo = match &stdin {
@@ -382,13 +388,13 @@ pub async fn prepare(
                 let (r, w) = cloexec_pipe()?;
                 chown_fd(&w, io_owner)?;
                 prepared.runtime_io.stdout = Some(w);
-                lock(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
+                prepared.pending_outputs.push((r, fifo));
             }
             if let Some(fifo) = err_fifo {
                 let (r, w) = cloexec_pipe()?;
                 chown_fd(&w, io_owner)?;
                 prepared.runtime_io.stderr = Some(w);
-                lock(&prepared.stdio.outputs).push(spawn_output(r, fifo)?);
+                prepared.pending_outputs.push((r, fifo));
             }
         }
     }
@@ -568,6 +574,15 @@ impl Prepared {
         let io = std::mem::take(&mut self.runtime_io);
         let started = start(io, console);
         tokio::join!(started, self.attach_console())
+    }
+
+    /// After the runtime call succeeded: starts copying the output pipes to their FIFOs
+    /// (what the runtime CLI wrote there on failure is never forwarded).
+    pub fn start_outputs(&mut self) -> io::Result<()> {
+        for (r, fifo) in std::mem::take(&mut self.pending_outputs) {
+            lock(&self.stdio.outputs).push(spawn_output(r, fifo)?);
+        }
+        Ok(())
     }
 
     /// After the runtime created the process: takes the pty master from the console socket

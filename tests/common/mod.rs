@@ -799,6 +799,17 @@ impl Containerd {
         c
     }
 
+    /// Adds a containerd namespace another client (dockerd) creates containers in to the ones
+    /// cleaned up at drop: its tasks and containers deleted, `/sys/fs/cgroup/*/<ns>` killed
+    /// and removed, `/run/containerd/runc/<ns>` removed.
+    pub fn track_namespace(&self, ns: &str) {
+        if let Ok(mut v) = self.namespaces.lock() {
+            if !v.iter().any(|n| n == ns) {
+                v.push(ns.to_string());
+            }
+        }
+    }
+
     fn record_container(&self, ns: &str, id: &str) {
         if let Ok(mut v) = self.containers.lock() {
             v.push((ns.to_string(), id.to_string()));

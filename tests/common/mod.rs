@@ -1077,6 +1077,27 @@ impl<'a> Ctr<'a> {
         cmd
     }
 
+    /// `args` with `--fifo-dir <instance>/fifo` added to the ctr commands that make stdio FIFOs
+    /// (`run`, `task start`, `task exec`) when they name no FIFO dir, log URI or
+    /// null IO themselves: ctr's default is the host's `/run/containerd/fifo`, and a test's
+    /// files stay under its own directory.
+    pub fn private_fifos(&self, args: &[&str]) -> Vec<String> {
+        let makes_fifos = matches!(
+            args,
+            ["run", ..] | ["task", "start", ..] | ["task", "exec", ..]
+        );
+        let chosen = args.iter().any(|a| {
+            a.starts_with("--fifo-dir") || a.starts_with("--log-uri") || a.starts_with("--null-io")
+        });
+        let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if makes_fifos && !chosen {
+            let at = if args[0] == "run" { 1 } else { 2 };
+            v.insert(at, "--fifo-dir".into());
+            v.insert(at + 1, self.cd.dir.join("fifo").display().to_string());
+        }
+        v
+    }
+
     /// Run `ctr <args>` with the default timeout; panics only on timeout.
     pub fn ctr(&self, args: &[&str]) -> CmdOutput {
         self.ctr_timeout(args, CTR_TIMEOUT)
@@ -1084,7 +1105,7 @@ impl<'a> Ctr<'a> {
 
     pub fn ctr_timeout(&self, args: &[&str], timeout: Duration) -> CmdOutput {
         let mut cmd = self.command();
-        cmd.args(args);
+        cmd.args(self.private_fifos(args));
         let out = run_cmd(cmd, timeout);
         if out.timed_out {
             panic!(
@@ -1719,7 +1740,7 @@ impl Ctr<'_> {
     /// (`ctr task attach`, a foreground `ctr task exec`, ...).
     pub fn spawn_ctr(&self, args: &[&str]) -> BackgroundRun {
         let mut c = self.command();
-        c.args(args);
+        c.args(self.private_fifos(args));
         BackgroundRun::spawn(c)
     }
 }

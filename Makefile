@@ -1,10 +1,14 @@
 # Tender — containerd shim v2 (containerd-shim-tender-v2)
 #
 #   make build   release build (static executable in target/release/)
-#   make deps    install host packages (containerd, runc, crun, busybox-static, ...)
-#   make test    unit + end-to-end tests (e2e needs root; CI=true makes skips fail),
-#                then the lifecycle and resources e2e tests again with crun
-#                (CRUN_PASS=0 skips that second pass)
+#   make deps    install host packages (containerd, runc, crun, busybox-static, ...) and
+#                fetch containerd 1.7.24 / 2.1.9, Docker 28.5.2 and kubectl from Debian's
+#                trixie/sid into a private cache (scripts/fetch-matrix.sh; nothing installed)
+#   make test    unit + end-to-end tests (e2e needs root; CI=true makes skips fail) on the
+#                host's containerd 1.6 (Docker's tests on 2.1), then the lifecycle and
+#                resources e2e tests again with crun (CRUN_PASS=0 skips that pass), then
+#                the version matrix (MATRIX=0 skips it): every end-to-end suite on
+#                containerd 2.1.9, and lifecycle/exec/CRI/restart/parity/Docker on 1.7.24
 #   make demo    run a container through a private containerd with Tender
 #   make lint    rustfmt check + clippy with warnings denied
 #
@@ -17,6 +21,11 @@
 CARGO ?= cargo
 TEST_THREADS ?= 4
 CRUN_PASS ?= 1
+MATRIX ?= 1
+# The end-to-end suites (each starts private containerds; see tests/common/mod.rs).
+E2E_ALL = --test 'e2e_*' --test hostile_input --test protocol
+E2E_17 = --test e2e_lifecycle --test e2e_exec_stdio --test e2e_exit_latency --test e2e_cri \
+	--test e2e_restart_faults --test e2e_parity --test e2e_docker
 
 .PHONY: all build deps test demo lint bench memcheck
 
@@ -34,6 +43,10 @@ test: deps
 ifneq ($(CRUN_PASS),0)
 	TENDER_E2E_RUNTIME_BINARY=crun $(CARGO) test --test e2e_lifecycle --test e2e_resources \
 		-- --test-threads=$(TEST_THREADS)
+endif
+ifneq ($(MATRIX),0)
+	TENDER_E2E_CONTAINERD=2.1 $(CARGO) test $(E2E_ALL) -- --test-threads=$(TEST_THREADS)
+	TENDER_E2E_CONTAINERD=1.7 $(CARGO) test $(E2E_17) -- --test-threads=$(TEST_THREADS)
 endif
 
 demo:

@@ -11,7 +11,7 @@
 #   DIR/containerd-1.7/usr/bin/{containerd,ctr,containerd-shim-runc-v2}    (trixie, 1.7.24)
 #   DIR/containerd-2.1/usr/bin/{containerd,ctr,containerd-shim-runc-v2}    (sid, 2.1.x)
 #   DIR/docker/usr/{bin,sbin,libexec/docker/cli-plugins}                    (sid: docker.io, docker-cli)
-#   DIR/kubectl/usr/bin/kubectl                                             (sid: kubernetes-client)
+#   DIR/kubectl/usr/bin/kubectl                                             (sid: kubectl)
 # sid's runc/crun need a newer glibc than bookworm's: bookworm's stay in use.
 set -euo pipefail
 
@@ -87,7 +87,7 @@ fetch trixie containerd "$dir/containerd-1.7"
 fetch sid containerd "$dir/containerd-2.1"
 fetch sid docker.io "$dir/docker"
 fetch sid docker-cli "$dir/docker"
-fetch sid kubernetes-client "$dir/kubectl"
+fetch sid kubectl "$dir/kubectl"   # kubernetes-client is a transitional package for it
 
 for v in 1.7 2.1; do
     "$dir/containerd-$v/usr/bin/containerd" --version

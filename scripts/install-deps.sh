@@ -12,8 +12,20 @@ for p in "${packages[@]}"; do
     fi
 done
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# containerd 1.7 / 2.1, Docker and kubectl for the version matrix: a private cache, never
+# installed system-wide (needs root for apt-get's own lock-free download; skipped otherwise).
+fetch_matrix() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$here/fetch-matrix.sh"
+    else
+        echo "install-deps: not root, skipping scripts/fetch-matrix.sh" >&2
+    fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: all present (${packages[*]})"
+    fetch_matrix
     exit 0
 fi
 
@@ -30,3 +42,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update
 "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+fetch_matrix

@@ -2210,3 +2210,37 @@ fn remove_dead_bundle_sockets(state: &Path) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// README snippets: every config snippet in the README is one a test uses
+// ---------------------------------------------------------------------------
+
+/// The README of this repository.
+pub fn readme() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// The body of the fenced block after `<!-- snippet: NAME -->` in the README.
+pub fn readme_snippet(name: &str) -> String {
+    snippet_in(&readme(), name).unwrap_or_else(|e| panic!("README.md: {e}"))
+}
+
+/// [`readme_snippet`] on a given text.
+pub fn snippet_in(text: &str, name: &str) -> Result<String, String> {
+    let marker = format!("<!-- snippet: {name} -->");
+    let at = text.find(&marker).ok_or_else(|| format!("no `{marker}`"))?;
+    let rest = &text[at + marker.len()..];
+    let open = rest
+        .find("```")
+        .ok_or_else(|| format!("no fenced block after `{marker}`"))?;
+    let rest = &rest[open + 3..];
+    let body_start = rest
+        .find('\n')
+        .ok_or_else(|| format!("unterminated fence after `{marker}`"))?;
+    let rest = &rest[body_start + 1..];
+    let close = rest
+        .find("\n```")
+        .ok_or_else(|| format!("unterminated fence after `{marker}`"))?;
+    Ok(rest[..close + 1].to_string())
+}

@@ -152,11 +152,19 @@ impl Dockerd {
                 panic!("mkdir {}: {e}", p.display());
             }
         }
-        let json = serde_json::json!({
-            "runtimes": { NAMED_RUNTIME: { "runtimeType": common::runtime() } },
-            "live-restore": live_restore,
-            "log-driver": "json-file",
-        });
+        // The README's daemon.json, with the test's settings on top (and the runtime under
+        // test as the named runtime's type when that is not Tender).
+        let snippet = common::readme_snippet("docker-daemon-json");
+        let mut json: serde_json::Value = serde_json::from_str(&snippet)
+            .unwrap_or_else(|e| panic!("README daemon.json snippet: {e}\n{snippet}"));
+        assert_eq!(
+            json["runtimes"][NAMED_RUNTIME]["runtimeType"],
+            common::TENDER_RUNTIME,
+            "README daemon.json snippet must declare {NAMED_RUNTIME}: {snippet}"
+        );
+        json["runtimes"][NAMED_RUNTIME]["runtimeType"] = common::runtime().into();
+        json["live-restore"] = live_restore.into();
+        json["log-driver"] = "json-file".into();
         if let Err(e) = fs::write(&d.config_file, json.to_string()) {
             panic!("write {}: {e}", d.config_file.display());
         }

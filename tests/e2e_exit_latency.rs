@@ -88,6 +88,21 @@ struct SeenExit {
     payload: String,
 }
 
+/// The `exited_at` of a TaskExit as `ctr events` prints it: an RFC 3339 string (ctr 1.6) or
+/// a protobuf JSON timestamp object `{"seconds":…,"nanos":…}` (ctr 1.7, 2.x).
+fn exited_at(payload: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    match v.get("exited_at")? {
+        serde_json::Value::String(s) => parse_rfc3339(s),
+        serde_json::Value::Object(o) => {
+            let secs = o.get("seconds").and_then(|s| s.as_f64()).unwrap_or(0.0);
+            let nanos = o.get("nanos").and_then(|n| n.as_f64()).unwrap_or(0.0);
+            (secs > 0.0).then_some(secs + nanos / 1e9)
+        }
+        _ => None,
+    }
+}
+
 /// Polls `ctr events` until the TaskExit of process `process_id` in container `id` shows up;
 /// returns its status and its lateness (arrival here minus the reported `exited_at`).
 fn wait_exit(c: &Ctr<'_>, ev: &Events, id: &str, process_id: &str) -> SeenExit {
@@ -100,8 +115,7 @@ fn wait_exit(c: &Ctr<'_>, ev: &Events, id: &str, process_id: &str) -> SeenExit {
         });
         if let Some(e) = found {
             let seen = now_secs();
-            let exited_at = json_field(&e.payload, "exited_at")
-                .and_then(|s| parse_rfc3339(&s))
+            let exited_at = exited_at(&e.payload)
                 .unwrap_or_else(|| panic!("no exited_at in the TaskExit: {}", e.payload));
             let status = json_field(&e.payload, "exit_status")
                 .and_then(|s| s.parse().ok())
@@ -120,6 +134,19 @@ fn wait_exit(c: &Ctr<'_>, ev: &Events, id: &str, process_id: &str) -> SeenExit {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+#[test]
+fn exited_at_in_both_ctr_formats() {
+    assert_eq!(
+        exited_at(r#"{"id":"a","exited_at":"2000-03-01T00:00:01.5Z"}"#),
+        Some(951_868_801.5)
+    );
+    assert_eq!(
+        exited_at(r#"{"id":"a","exited_at":{"seconds":951868801,"nanos":500000000}}"#),
+        Some(951_868_801.5)
+    );
+    assert_eq!(exited_at(r#"{"id":"a"}"#), None);
 }
 
 #[test]

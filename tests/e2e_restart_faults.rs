@@ -1033,6 +1033,34 @@ fn load_cycles_and_execs_lose_nothing_and_leak_nothing() {
     let execs_s = t.elapsed().as_secs_f64();
     exits = exits - half + execs;
     let (fd2, rss2, z2) = settle("after the execs", exits, Some(fd0));
+    // Exactly one TaskExit per process, none twice (a duplicate would hide a lost one).
+    let exit_ids: Vec<(String, String)> = events
+        .all()
+        .iter()
+        .filter(|e| e.namespace == c.namespace && e.topic == "/tasks/exit")
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+            let field = |k: &str| v[k].as_str().unwrap_or("").to_string();
+            (field("container_id"), field("id"))
+        })
+        .collect();
+    let distinct: BTreeSet<&(String, String)> = exit_ids.iter().collect();
+    let missing: Vec<String> = (0..cycles)
+        .map(|i| format!("cyc-{i}"))
+        .filter(|id| !distinct.contains(&(id.clone(), id.clone())))
+        .chain(
+            (0..execs)
+                .map(|i| format!("ex-{i}"))
+                .filter(|id| !distinct.contains(&(anchor.clone(), id.clone()))),
+        )
+        .collect();
+    assert!(
+        exit_ids.len() == exits && distinct.len() == exits && missing.is_empty(),
+        "TaskExit events seen by a subscriber: {} ({} distinct) for {exits} exits; missing: \
+         {missing:?}",
+        exit_ids.len(),
+        distinct.len()
+    );
     let (vm_rss, rss_file) = (status_kib(shim, "VmRSS:"), status_kib(shim, "RssFile:"));
     let t2 = c.wait_task_status(&anchor, "RUNNING", SHORT);
     assert_eq!(t2.pid, ainfo.pid);

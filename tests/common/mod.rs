@@ -111,6 +111,11 @@ pub fn runtime() -> String {
     }
 }
 
+/// True when the runtime under test is Tender (not the Go shim the harness is validated with).
+pub fn runtime_is_tender() -> bool {
+    runtime() == TENDER_RUNTIME
+}
+
 // ---------------------------------------------------------------------------
 // The containerd under test (TENDER_E2E_CONTAINERD)
 // ---------------------------------------------------------------------------
@@ -1583,6 +1588,14 @@ impl Events {
             .collect()
     }
 
+    /// Number of events with `topic` (`/tasks/exit`) in our namespace received so far.
+    pub fn count(&self, topic: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|e| e.namespace == self.namespace && e.topic == topic)
+            .count()
+    }
+
     /// Wait until an event with `topic` for container `id` arrives.
     pub fn wait_for(&self, id: &str, topic: &str, timeout: Duration) -> bool {
         wait_until(timeout, Duration::from_millis(20), || {
@@ -1659,6 +1672,11 @@ impl Containerd {
     /// Starts the daemon again with the same config, root, state, sockets and PATH (after
     /// [`Containerd::kill_daemon`]); the log is appended to. Waits until it answers.
     pub fn start_daemon(&self) {
+        self.start_daemon_with(&[]);
+    }
+
+    /// [`Containerd::start_daemon`] with extra command-line flags (`--log-level trace`).
+    pub fn start_daemon_with(&self, args: &[&str]) {
         assert!(
             !self.daemon_running(),
             "start_daemon: containerd is still running"
@@ -1674,6 +1692,7 @@ impl Containerd {
         let child = match containerd_command_for(&self.build)
             .arg("--config")
             .arg(self.dir.join("config.toml"))
+            .args(args)
             .env("PATH", &self.path_env)
             .env("TMPDIR", &self.dir)
             .stdin(Stdio::null())

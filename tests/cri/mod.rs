@@ -373,8 +373,15 @@ impl CriNode {
         let pid = std::process::id();
         let uniq = common::unique_id("cri");
         let cgroup_parent = format!("/tender-e2e-{uniq}");
-        let bridge = format!("tndr{:x}", pid & 0xff_ffff);
-        let subnet = format!("10.213.{}.0/24", pid % 250);
+        // Unique per node: nodes of one test process run side by side, and each removes its
+        // bridge when it is dropped.
+        static NODES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NODES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let bridge = format!("tndr{:x}n{}", pid & 0xf_ffff, n % 1000);
+        let subnet = format!(
+            "10.213.{}.0/24",
+            (pid.wrapping_mul(7).wrapping_add(n)) % 250
+        );
         let runtime = common::runtime();
         let pause = pause_image();
         let mut runc_root = PathBuf::new();

@@ -110,14 +110,7 @@ fn pod_on_handler_runs(node: &CriNode, handler: &str, expect_shim: &str) {
         .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", diag()));
 }
 
-fn cri_loads_on_installed(start: Start) {
-    let build = common::containerd_version();
-    let mut report = String::new();
-    let node = CriNode::start_from_user(|l| {
-        let (text, r) = installed(&l.dir, &start.text(&l.build));
-        report = r;
-        text
-    });
+fn cri_plugin_ok(node: &CriNode, what: &str, report: &str) {
     let out = node.ctr().ctr_ok(&["plugins", "ls"]);
     let text = out.stdout_str();
     let line = text
@@ -126,9 +119,19 @@ fn cri_loads_on_installed(start: Start) {
         .unwrap_or_else(|| panic!("no CRI plugin in `ctr plugins ls`:\n{text}"));
     assert!(
         line.split_whitespace().last() == Some("ok"),
-        "{start:?} + tender-install on containerd {}: CRI plugin not ok: {line}\ninstaller said:\n{report}",
-        build.minor_label(),
+        "{what} + tender-install on containerd {}: CRI plugin not ok: {line}\ninstaller said:\n{report}",
+        node.cd.build.minor_label(),
     );
+}
+
+fn cri_loads_on_installed(start: Start) {
+    let mut report = String::new();
+    let node = CriNode::start_from_user(|l| {
+        let (text, r) = installed(&l.dir, &start.text(&l.build));
+        report = r;
+        text
+    });
+    cri_plugin_ok(&node, &format!("{start:?}"), &report);
     // Both handlers run pods: the installed `tender` and the default (runc's Go shim).
     pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
     pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
@@ -150,4 +153,34 @@ fn tender_install_on_containerd_config_default_loads_cri_and_runs_pods() {
         return;
     }
     cri_loads_on_installed(Start::ConfigDefault);
+}
+
+/// A `version = 3` file that defines no runtime: the installer adds only `tender`, because
+/// containerd 2.x keeps its built-in `runc` next to the file's runtimes.
+#[test]
+fn tender_install_on_a_bare_v3_config_keeps_cri_loading_on_2x() {
+    const TEST: &str = "tender_install_on_a_bare_v3_config_keeps_cri_loading_on_2x";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    let build = common::containerd_version();
+    if build.version.0 < 2 {
+        common::notice(&format!(
+            "{TEST}: containerd {} does not read version 3 configs; nothing to check",
+            build.minor_label()
+        ));
+        return;
+    }
+    let mut report = String::new();
+    let node = CriNode::start_from_user(|l| {
+        let (text, r) = installed(&l.dir, "version = 3\n");
+        assert!(
+            !text.contains(".runc]"),
+            "no runc table on version 3:\n{text}"
+        );
+        report = r;
+        text
+    });
+    cri_plugin_ok(&node, "version = 3", &report);
+    pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
 }

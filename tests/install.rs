@@ -315,3 +315,34 @@ fn command_line() {
         );
     }
 }
+
+#[test]
+fn a_garbled_record_or_missing_backup_falls_back_to_removing_the_block() {
+    for what in ["record", "backup"] {
+        let d = Dir::new(&format!("fallback-{what}"));
+        let c = d.config(DEFAULT_16);
+        ok(&install(&c, &d.options(), &[]));
+        if what == "record" {
+            fs::write(c.with_extension("toml.tender-install"), "\u{0}[[[ not toml").unwrap();
+        } else {
+            fs::remove_file(c.with_extension("toml.tender-backup")).unwrap();
+        }
+        let out = ok(&uninstall(&c, &[]));
+        assert!(out.contains("removed only"), "{what}: {out}");
+        assert_eq!(fs::read_to_string(&c).unwrap(), DEFAULT_16, "{what}");
+    }
+}
+
+#[test]
+fn an_options_file_tender_would_refuse_is_reported() {
+    let d = Dir::new("bad-opts");
+    let c = d.config(DEBIAN);
+    fs::write(d.options(), "BinaryNam = \"runc\"\n").unwrap();
+    let o = install(&c, &d.options(), &[]);
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("would refuse its options file"),
+        "{}",
+        text(&o)
+    );
+}

@@ -320,6 +320,22 @@ fn cri_disabled(text: &str) -> bool {
         })
 }
 
+/// Warns when an existing options file is one Tender would refuse (pods on the handler would
+/// fail to start; the node's other handlers are not affected).
+fn check_options_file(path: &Path, err: &mut dyn Write) {
+    let problem = match fs::read_to_string(path) {
+        Ok(text) => crate::options::Options::from_toml(&text).err(),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(p) = problem {
+        let _ = writeln!(
+            err,
+            "tender-install: warning: Tender would refuse its options file {}: {p}",
+            path.display()
+        );
+    }
+}
+
 fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), String> {
     let c = read_config(&args.config)?;
     let schema = merge::check(&c.text).map_err(|r| format!("{}: {r}", c.path.display()))?;
@@ -349,6 +365,8 @@ fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), 
                     write_atomic(o, merge::OPTIONS_FILE_TEXT.as_bytes(), 0o644, None)?;
                     let _ = writeln!(out, "wrote {} (BinaryName = \"runc\")", o.display());
                 }
+            } else if let Some(o) = &options_path {
+                check_options_file(o, err);
             }
             let _ = writeln!(out, "{p}: tender is already installed; nothing changed");
             Ok(())
@@ -398,6 +416,7 @@ fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), 
                 let _ = writeln!(out, "wrote {} (BinaryName = \"runc\")", o.display());
             } else if let Some(o) = &options_path {
                 let _ = writeln!(out, "{} exists; left as it is", o.display());
+                check_options_file(o, err);
             }
             let _ = writeln!(out, "{}", restart_hint());
             Ok(())
@@ -473,6 +492,12 @@ mod tests {
 
     fn args(a: &[&str]) -> Result<Args, String> {
         parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_options_file_written_is_one_tender_accepts() {
+        let o = crate::options::Options::from_toml(merge::OPTIONS_FILE_TEXT).unwrap();
+        assert_eq!(o.binary(), "runc");
     }
 
     #[test]

@@ -253,3 +253,23 @@ fn garbage_never_panics() {
         let _ = block_range(&s);
     }
 }
+
+#[test]
+fn a_marker_block_without_tender_is_refused_by_install_and_removed_by_uninstall() {
+    let text = format!("version = 2\n\n{BEGIN}\n# emptied by hand\n{END}\n");
+    let e = install(&text, None).unwrap_err();
+    assert!(e.0.contains("block"), "{e}");
+    assert_eq!(
+        uninstall(&text),
+        Ok(Removed::Changed("version = 2\n".into()))
+    );
+}
+
+#[test]
+fn crlf_files_keep_their_line_ends() {
+    let text = DEBIAN.replace('\n', "\r\n");
+    let (out, _) = installed(&text, None);
+    assert!(out.starts_with(&text));
+    assert_eq!(install(&out, None), Ok(Installed::Already));
+    assert_eq!(uninstall(&out), Ok(Removed::Changed(text)));
+}

@@ -85,6 +85,44 @@ mod tests {
     use super::unified;
 
     #[test]
+    fn hunk_headers_count_the_lines_they_show() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..500 {
+            let mut gen = || -> String {
+                let n = next() % 30;
+                (0..n)
+                    .map(|_| ["a\n", "b\n", "c\n", "d", "\n"][(next() % 5) as usize])
+                    .collect()
+            };
+            let (old, new) = (gen(), gen());
+            let d = unified(&old, &new, "f");
+            for hunk in d.split("\n@@ ").skip(1) {
+                let header = hunk.split(" @@").next().unwrap_or_default();
+                let nums: Vec<usize> = header
+                    .split([' ', ',', '-', '+'])
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                assert_eq!(nums.len(), 4, "{header}\n{d}");
+                let body: Vec<&str> = hunk
+                    .lines()
+                    .skip(1)
+                    .take_while(|l| !l.starts_with("@@"))
+                    .filter(|l| !l.starts_with('\\'))
+                    .collect();
+                let old_n = body.iter().filter(|l| !l.starts_with('+')).count();
+                let new_n = body.iter().filter(|l| !l.starts_with('-')).count();
+                assert_eq!((old_n, new_n), (nums[1], nums[3]), "{d}");
+            }
+        }
+    }
+
+    #[test]
     fn equal_texts_have_no_diff() {
         assert_eq!(unified("a\nb\n", "a\nb\n", "f"), "");
     }

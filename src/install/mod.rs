@@ -210,7 +210,7 @@ impl Record {
         format!(
             "# tender-install's record of what it wrote to {} (read by `tender-install uninstall`).\n\
              installed_sha256 = {}\noriginal_sha256 = {}\nbackup = {}\n",
-            config.display(),
+            config.display().to_string().replace(['\n', '\r'], "?"),
             q(&self.installed_sha256),
             q(&self.original_sha256),
             q(&self.backup.to_string_lossy()),

@@ -128,7 +128,7 @@ pub fn main_with_args(args: &[String], out: &mut dyn Write, err: &mut dyn Write)
             return 0;
         }
         Command::Install => install(&args, out, err),
-        Command::Uninstall => uninstall(&args, out, err),
+        Command::Uninstall => uninstall(&args, out),
     };
     match result {
         Ok(()) => 0,
@@ -424,27 +424,27 @@ fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), 
     }
 }
 
-fn uninstall(args: &Args, out: &mut dyn Write, _err: &mut dyn Write) -> Result<(), String> {
+fn uninstall(args: &Args, out: &mut dyn Write) -> Result<(), String> {
     let c = read_config(&args.config)?;
     merge::check(&c.text).map_err(|r| format!("{}: {r}", c.path.display()))?;
     let p = c.path.display();
     let rp = record_path(&c.path);
-    // The config is exactly what install wrote, and the backup is the original: restore it.
-    let restore = Record::read(&rp).and_then(|r| {
-        if r.installed_sha256 != sha256_hex(c.text.as_bytes()) {
-            return None;
-        }
-        let bytes = fs::read(&r.backup).ok()?;
-        (sha256_hex(&bytes) == r.original_sha256)
-            .then_some(())
-            .and_then(|()| String::from_utf8(bytes).ok())
-            .map(|t| (t, r.backup))
-    });
-    let (new, how) = match restore {
-        Some((original, backup)) => {
-            let how = format!("restored the original from {}", backup.display());
-            (original, (how, Some(backup)))
-        }
+    // The config is exactly what install wrote, and the backup (where install keeps it) is the
+    // original: restore it.
+    let backup = backup_path(&c.path);
+    let original = Record::read(&rp)
+        .filter(|r| r.installed_sha256 == sha256_hex(c.text.as_bytes()) && r.backup == backup)
+        .and_then(|r| {
+            let bytes = fs::read(&backup).ok()?;
+            (sha256_hex(&bytes) == r.original_sha256).then_some(bytes)
+        })
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let restored = original.is_some();
+    let (new, message) = match original {
+        Some(original) => (
+            original,
+            format!("restored the original from {}", backup.display()),
+        ),
         None => match merge::uninstall(&c.text).map_err(|r| format!("{p}: {r}"))? {
             Removed::NotInstalled => {
                 let _ = writeln!(
@@ -455,28 +455,31 @@ fn uninstall(args: &Args, out: &mut dyn Write, _err: &mut dyn Write) -> Result<(
             }
             Removed::Changed(t) => (
                 t,
-                (
-                    "the config changed since install (or install's record is gone): removed \
-                     only the tables tender-install added and kept the rest"
-                        .to_string(),
-                    None,
-                ),
+                "the config changed since install (or install's record or backup is gone): \
+                 removed only the tables tender-install added and kept the rest"
+                    .to_string(),
             ),
         },
     };
     if args.dry_run {
         let _ = write!(out, "{}", diff::unified(&c.text, &new, &p.to_string()));
-        let _ = writeln!(out, "dry run: nothing changed (would have {})", how.0);
+        let _ = writeln!(out, "dry run: nothing changed (would have {message})");
         return Ok(());
     }
     check_writable(&c)?;
     let mode = c.meta.permissions().mode() & 0o7777;
     write_atomic(&c.path, new.as_bytes(), mode, config_owner(&c))?;
     let _ = fs::remove_file(&rp);
-    if let Some(backup) = &how.1 {
-        let _ = fs::remove_file(backup);
+    let _ = writeln!(out, "{p}: {message}");
+    if restored {
+        let _ = fs::remove_file(&backup);
+    } else if backup.exists() {
+        let _ = writeln!(
+            out,
+            "the config as it was before install is still in {}",
+            backup.display()
+        );
     }
-    let _ = writeln!(out, "{p}: {}", how.0);
     let _ = writeln!(
         out,
         "Tender's options file (if any) is left in place. Drain the node's Tender pods before \

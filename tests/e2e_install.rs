@@ -22,6 +22,14 @@ use cri::{is_state, CriNode};
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// One CRI node at a time: nodes of one test process share the CNI bridge's name and subnet
+/// (tests/cri), and a node's teardown deletes the bridge.
+static NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_node_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    NODE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const BIN: &str = env!("CARGO_BIN_EXE_tender-install");
 
 /// Runs `tender-install install` on `user` in `dir`; returns the installed text and the
@@ -125,6 +133,7 @@ fn cri_plugin_ok(node: &CriNode, what: &str, report: &str) {
 }
 
 fn cri_loads_on_installed(start: Start) {
+    let _one = one_node_at_a_time();
     let mut report = String::new();
     let node = CriNode::start_from_user(|l| {
         let (text, r) = installed(&l.dir, &start.text(&l.build));
@@ -171,6 +180,7 @@ fn tender_install_on_a_bare_v3_config_keeps_cri_loading_on_2x() {
         ));
         return;
     }
+    let _one = one_node_at_a_time();
     let mut report = String::new();
     let node = CriNode::start_from_user(|l| {
         let (text, r) = installed(&l.dir, "version = 3\n");

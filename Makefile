@@ -25,7 +25,7 @@ MATRIX ?= 1
 # The end-to-end suites (each starts private containerds; see tests/common/mod.rs).
 E2E_ALL = --test 'e2e_*' --test hostile_input --test protocol
 E2E_17 = --test e2e_lifecycle --test e2e_exec_stdio --test e2e_exit_latency --test e2e_cri \
-	--test e2e_restart_faults --test e2e_parity --test e2e_docker
+	--test e2e_restart_faults --test e2e_parity --test e2e_docker --test e2e_install
 
 .PHONY: all build deps test demo lint bench memcheck
 

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod cgroups;
 pub mod container;
 pub mod events;
+pub mod install;
 pub mod logger;
 pub mod mount;
 pub mod options;

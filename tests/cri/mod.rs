@@ -370,6 +370,12 @@ impl CriNode {
 
     /// A node whose config is `start` plus the README's snippets for it.
     pub fn start_from(start: config::Start) -> CriNode {
+        CriNode::start_from_user(|l| config::user_config(start, &l.build))
+    }
+
+    /// A node whose user config (before the private overrides of
+    /// [`config::private_config`]) is what `user` returns for the instance's layout.
+    pub fn start_from_user(user: impl FnOnce(&ContainerdLayout) -> String) -> CriNode {
         let pid = std::process::id();
         let uniq = common::unique_id("cri");
         let cgroup_parent = format!("/tender-e2e-{uniq}");
@@ -390,7 +396,7 @@ impl CriNode {
         let cd = Containerd::start_with_config(&[], |l| {
             runc_root = l.dir.join("runc");
             logs = l.dir.join("pods");
-            cri_config(l, start, &runtime, &b, &s)
+            cri_config(l, user(l), &runtime, &b, &s)
         });
         let cri = match CriClient::connect(&cd.socket) {
             Ok(c) => c,
@@ -652,7 +658,7 @@ pub fn cgroup_roots(parent: &str) -> Vec<PathBuf> {
 /// [`config`]) plus the private overrides, and the CNI network it names.
 fn cri_config(
     l: &ContainerdLayout,
-    start: config::Start,
+    user: String,
     runtime: &str,
     bridge: &str,
     subnet: &str,
@@ -693,7 +699,6 @@ fn cri_config(
     if let Err(e) = fs::write(&conf_path, conflist) {
         panic!("write {}: {e}", conf_path.display());
     }
-    let user = config::user_config(start, &l.build);
     let text = config::private_config(
         &user,
         &config::Private {

@@ -657,3 +657,185 @@ fn tender_alone_on_debians_config_breaks_cri_on_1x() {
         "containerd's log does not name the missing default runtime"
     );
 }
+
+/// A number for `sleep N` that no other process on the machine uses: the test finds its
+/// background process by argv alone.
+fn unique_sleep(base: u64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    format!("{}", base + (nanos ^ std::process::id() as u64) % 100_000)
+}
+
+/// Pids of the live processes whose argv is exactly `argv`.
+fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
+    common::processes()
+        .into_iter()
+        .filter(|(pid, a)| {
+            a.iter().map(String::as_str).eq(argv.iter().copied()) && common::process_alive(*pid)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// A pod whose containers have no PID namespace of their own — `shareProcessNamespace`
+/// (`pid` = [`api::NamespaceMode::Pod`]: the containers join the pause container's) or
+/// `hostPID` (`pid` = [`api::NamespaceMode::Node`]), set on the sandbox and on the container
+/// as the kubelet sends them — runs a container whose shell leaves a background `sleep`
+/// behind and exits 3. Like containerd's Go shim, the shim kills what the init left in the
+/// container before it reports the exit: the container is EXITED with 3, the `sleep` is gone,
+/// and StopPodSandbox and RemovePodSandbox each finish within [`WAIT`], leaving no shim. (On
+/// containerd 2.x's CRI such a pod never finished stopping while the `sleep` lived on.)
+fn pod_without_own_pid_namespace(test: &str, pid_mode: api::NamespaceMode) {
+    let started = Instant::now();
+    let node = CriNode::start();
+    let cri = &node.cri;
+    let diag = || node.log_tail(60);
+
+    let name = match pid_mode {
+        api::NamespaceMode::Node => "host-pid",
+        _ => "shared-pid",
+    };
+    let mut pod_cfg = node.pod_config(name);
+    if let Some(ns) = pod_cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = pid_mode as i32;
+    }
+    let pod = cri
+        .run_pod_sandbox(&pod_cfg, cri::HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox({pid_mode:?}): {e}\n{}", diag()));
+    if let Some(netns) = cri
+        .pod_sandbox_status(&pod, true)
+        .ok()
+        .and_then(|st| cri::netns_path(&st))
+    {
+        node.track_netns(&netns);
+    }
+
+    let secs = unique_sleep(1000);
+    let leftover = ["sleep", secs.as_str()];
+    let script = format!("sleep {secs} & sleep 2; exit 3");
+    let mut cfg = container("leaver", &["sh", "-c", &script], 0);
+    if let Some(ns) = cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = pid_mode as i32;
+    }
+    let id = cri
+        .create_container(&pod, &cfg, &pod_cfg)
+        .unwrap_or_else(|e| panic!("CreateContainer({pid_mode:?}): {e}\n{}", diag()));
+    cri.start_container(&id)
+        .unwrap_or_else(|e| panic!("StartContainer({pid_mode:?}): {e}\n{}", diag()));
+
+    // The background sleep runs while the shell waits (else the test would prove nothing).
+    let seen = common::wait_until(WAIT, Duration::from_millis(20), || {
+        let p = processes_with_argv(&leftover);
+        (!p.is_empty()).then_some(p)
+    });
+    assert!(
+        seen.is_some(),
+        "{pid_mode:?}: `sleep {secs}` never ran\n{}",
+        diag()
+    );
+
+    let (done, st) = cri.wait_container(&id, WAIT, |s| is_state(s, ContainerState::Exited));
+    assert!(
+        done,
+        "{pid_mode:?}: container did not reach EXITED within {WAIT:?}: {st:?}; \
+         `sleep {secs}`: {:?}\n{}",
+        processes_with_argv(&leftover),
+        diag()
+    );
+    assert_eq!(
+        st.as_ref().map(|s| s.exit_code),
+        Some(3),
+        "{pid_mode:?}: {st:?}"
+    );
+    // Killed before the exit was reported; allow the kernel a moment to finish the SIGKILL.
+    let gone = common::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+        processes_with_argv(&leftover).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{pid_mode:?}: the init's background `sleep {secs}` outlived the container: {:?}",
+        processes_with_argv(&leftover)
+    );
+
+    let t = Instant::now();
+    cri.stop_pod_sandbox(&pod).unwrap_or_else(|e| {
+        panic!(
+            "StopPodSandbox({pid_mode:?}) after {:?}: {e}\n{}",
+            t.elapsed(),
+            diag()
+        )
+    });
+    assert!(
+        t.elapsed() < WAIT,
+        "{pid_mode:?}: StopPodSandbox took {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    cri.remove_pod_sandbox(&pod).unwrap_or_else(|e| {
+        panic!(
+            "RemovePodSandbox({pid_mode:?}) after {:?}: {e}\n{}",
+            t.elapsed(),
+            diag()
+        )
+    });
+    assert!(
+        t.elapsed() < WAIT,
+        "{pid_mode:?}: RemovePodSandbox took {:?}",
+        t.elapsed()
+    );
+    let err = cri
+        .pod_sandbox_status(&pod, false)
+        .expect_err("sandbox still known after RemovePodSandbox");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+
+    // Nothing of the pod is left: no shim, no mount, no process in its cgroups.
+    let no_shim = common::wait_until(WAIT, Duration::from_millis(50), || {
+        pod_shims(&node).is_empty().then_some(())
+    });
+    assert!(
+        no_shim.is_some(),
+        "{pid_mode:?}: shim still running after the pod was removed: {:#?}\n{}",
+        pod_shims(&node),
+        diag()
+    );
+    let m = cri::mounts_mentioning(&[&pod, &id]);
+    assert!(
+        m.is_empty(),
+        "{pid_mode:?}: mounts of the pod remain: {m:?}"
+    );
+    assert!(
+        processes_with_argv(&leftover).is_empty(),
+        "{pid_mode:?}: `sleep {secs}` is back?"
+    );
+    common::notice(&format!("{test}: {:?}", started.elapsed()));
+}
+
+#[test]
+fn share_process_namespace_pod_kills_what_the_init_leaves_and_stops() {
+    const TEST: &str = "share_process_namespace_pod_kills_what_the_init_leaves_and_stops";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    pod_without_own_pid_namespace(TEST, api::NamespaceMode::Pod);
+}
+
+#[test]
+fn host_pid_pod_kills_what_the_init_leaves_and_stops() {
+    const TEST: &str = "host_pid_pod_kills_what_the_init_leaves_and_stops";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    pod_without_own_pid_namespace(TEST, api::NamespaceMode::Node);
+}

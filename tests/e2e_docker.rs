@@ -717,3 +717,114 @@ fn docker_failures_oom_restart_policy_health() {
         t0.elapsed().as_secs_f64()
     ));
 }
+
+/// Pids of the live processes whose argv is exactly `argv`.
+fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
+    common::processes()
+        .into_iter()
+        .filter(|(pid, a)| {
+            a.iter().map(String::as_str).eq(argv.iter().copied()) && common::process_alive(*pid)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// `docker run --pid container:owner`: the container joins another's PID namespace, so its
+/// init's children are not killed with a namespace of its own. Like containerd's Go shim is
+/// meant to, the shim kills what the init left in the container before it reports the exit:
+/// a foreground `sh -c 'sleep N & echo started'` returns at once with 0 and `started`, the
+/// `sleep` is gone and the owner keeps running. Under `TENDER_E2E_RUNTIME` = the Go shim
+/// what it does is reported, not asserted: 1.7.24's passes; 2.1.9's leaves the `sleep`
+/// running, which holds the container's stdout open, and the client never returns.
+#[test]
+fn docker_run_in_another_containers_pid_namespace_returns_and_leaves_nothing() {
+    const TEST: &str = "docker_run_in_another_containers_pid_namespace_returns_and_leaves_nothing";
+    let t0 = Instant::now();
+    let d = docker_setup!(TEST, false);
+    let tender = common::runtime() == common::TENDER_RUNTIME;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // Both names mean the Go shim under TENDER_E2E_RUNTIME, whose run hangs: one is enough.
+    let names = if tender { 2 } else { 1 };
+    for (i, rt) in runtimes().iter().take(names).enumerate() {
+        let owner = run_detached(&d, rt, "owner", &["sleep", "1000"]);
+        // 777 followed by digits unique to this run: found by argv alone.
+        let secs = format!("777{:05}{i}", (nanos ^ std::process::id()) % 100_000);
+        let leftover = ["sleep", secs.as_str()];
+        let pid_opt = format!("container:{owner}");
+        let script = format!("sleep {secs} & echo started");
+        let n = name("joiner");
+        let t = Instant::now();
+        let out = d.docker_timeout(
+            &[
+                "run",
+                "--name",
+                &n,
+                "--network",
+                "none",
+                "--pid",
+                &pid_opt,
+                "--runtime",
+                rt,
+                IMAGE,
+                "sh",
+                "-c",
+                &script,
+            ],
+            Duration::from_secs(30),
+        );
+        let took = t.elapsed();
+        let gone = common::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            processes_with_argv(&leftover).is_empty().then_some(())
+        });
+        let left = processes_with_argv(&leftover);
+        let owner_running = d.inspect(&owner, "{{.State.Running}}");
+        if tender {
+            assert!(
+                out.success() && !out.timed_out,
+                "{rt}: docker run --pid {pid_opt} did not return 0 (after {took:?})\n{out}\n{}",
+                d.diag()
+            );
+            assert_eq!(out.stdout_str(), "started\n", "{rt}: stdout\n{out}");
+            assert!(
+                took < Duration::from_secs(15),
+                "{rt}: docker run took {took:?}"
+            );
+            assert!(
+                gone.is_some(),
+                "{rt}: the init's background `sleep {secs}` outlived the container: {left:?}"
+            );
+            assert_eq!(
+                d.inspect(&n, "{{.State.Status}} {{.State.ExitCode}}"),
+                "exited 0"
+            );
+        } else {
+            common::notice(&format!(
+                "{TEST}: {rt}: docker run returned code {:?} (timed out: {}) after {took:?}, \
+                 stdout {:?}; `sleep {secs}` left running: {left:?}; state {:?}",
+                out.code,
+                out.timed_out,
+                out.stdout_str(),
+                d.docker_timeout(
+                    &["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", &n],
+                    Duration::from_secs(10)
+                )
+                .stdout_str()
+                .trim()
+            ));
+        }
+        assert_eq!(owner_running, "true", "{rt}: the owner must keep running");
+        d.docker_ok(&["rm", "-f", &n, &owner]);
+        // The Go shim may have left the sleep: it dies with the owner's PID namespace.
+        let gone = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            processes_with_argv(&leftover).is_empty().then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "{rt}: `sleep {secs}` outlived even the owner"
+        );
+    }
+    common::notice(&format!("{TEST}: {:.1}s", t0.elapsed().as_secs_f64()));
+}

@@ -506,87 +506,18 @@ fn cri_log_format_parser() {
     assert_eq!(cri::exit_code_of_status(""), None);
 }
 
-/// Runs one pod on `handler` ("" = the default runtime) with a container that prints a line
-/// and exits; checks its CRI log and which shim served it, then removes the pod.
-fn pod_on_handler_runs(node: &CriNode, handler: &str, expect_shim: &str) {
-    let cri = &node.cri;
-    let diag = || node.log_tail(40);
-    let name = if handler.is_empty() {
-        "default"
-    } else {
-        handler
-    };
-    let pod_cfg = node.pod_config(&format!("snippet-{name}"));
-    let log_dir = std::path::PathBuf::from(&pod_cfg.log_directory);
-    let pod = cri
-        .run_pod_sandbox(&pod_cfg, handler)
-        .unwrap_or_else(|e| panic!("RunPodSandbox(handler={handler:?}): {e}\n{}", diag()));
-    let line = format!("hello from the {name} handler");
-    let cfg = container("hello", &["sh", "-c", &format!("echo '{line}'; exit 3")], 0);
-    let id = cri
-        .create_container(&pod, &cfg, &pod_cfg)
-        .unwrap_or_else(|e| panic!("CreateContainer({handler:?}): {e}\n{}", diag()));
-    // The shim serving the pod is the handler's.
-    let shim = node.shim_address(&pod);
-    let shims: Vec<String> = node
-        .cd
-        .shim_processes()
-        .into_iter()
-        .map(|(_, cmd)| cmd)
-        .filter(|cmd| cmd.contains(&pod))
-        .collect();
-    assert!(
-        !shims.is_empty() && shims.iter().all(|c| c.contains(expect_shim)),
-        "handler {handler:?}: pod {pod} must be served by {expect_shim}; shims: {shims:?} ({shim:?})"
-    );
-    cri.start_container(&id)
-        .unwrap_or_else(|e| panic!("StartContainer({handler:?}): {e}\n{}", diag()));
-    let (done, st) = cri.wait_container(&id, WAIT, |s| is_state(s, ContainerState::Exited));
-    assert!(
-        done,
-        "handler {handler:?}: container did not exit: {st:?}\n{}",
-        diag()
-    );
-    assert_eq!(st.map(|s| s.exit_code), Some(3), "handler {handler:?}");
-    let want = format!("{line}\n");
-    let got = common::wait_until(WAIT, Duration::from_millis(50), || {
-        let lines = cri::parse_cri_log(&read_log(&log_dir.join("hello.log"))).ok()?;
-        let out = cri::stream_bytes(&lines, "stdout");
-        (out == want.as_bytes()).then_some(())
-    });
-    assert!(
-        got.is_some(),
-        "handler {handler:?}: log {:?}",
-        String::from_utf8_lossy(&read_log(&log_dir.join("hello.log")))
-    );
-    cri.stop_pod_sandbox(&pod)
-        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", diag()));
-    cri.remove_pod_sandbox(&pod)
-        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", diag()));
-}
-
-/// `ctr plugins ls` says the CRI plugin loaded.
-fn cri_plugin_ok(node: &CriNode) {
-    let out = node.ctr().ctr_ok(&["plugins", "ls"]);
-    let text = out.stdout_str();
-    let line = text
-        .lines()
-        .find(|l| l.contains("io.containerd.grpc.v1") && l.split_whitespace().nth(1) == Some("cri"))
-        .unwrap_or_else(|| panic!("no CRI plugin in `ctr plugins ls`:\n{text}"));
-    assert!(
-        line.split_whitespace().last() == Some("ok"),
-        "CRI plugin not ok: {line}"
-    );
-}
-
 /// The README's install snippets, appended to the starting configs it names, load CRI and keep
 /// the default runtime: a pod runs on `tender` and one on the default handler (runc's Go shim).
 fn install_snippets(start: cri::config::Start) {
     let node = CriNode::start_from(start);
-    cri_plugin_ok(&node);
+    assert!(
+        cri::cri_plugin_ok(&node.cd),
+        "CRI plugin not ok: {}",
+        cri::cri_plugin_line(&node.cd)
+    );
     let tender_shim = shim_binary_name(&node.cd.runtime);
-    pod_on_handler_runs(&node, cri::HANDLER, &tender_shim);
-    pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
+    cri::pod_on_handler_runs(&node, cri::HANDLER, &tender_shim);
+    cri::pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
 }
 
 #[test]
@@ -639,14 +570,7 @@ fn tender_alone_on_debians_config_breaks_cri_on_1x() {
             },
         )
     });
-    let mut cmd = std::process::Command::new(&cd.build.ctr);
-    cmd.arg("-a").arg(&cd.socket).args(["plugins", "ls"]);
-    let out = common::run_cmd(cmd, Duration::from_secs(30));
-    let text = out.stdout_str();
-    let line = text
-        .lines()
-        .find(|l| l.contains("io.containerd.grpc.v1") && l.split_whitespace().nth(1) == Some("cri"))
-        .unwrap_or_else(|| panic!("no CRI plugin in `ctr plugins ls`:\n{text}"));
+    let line = cri::cri_plugin_line(&cd);
     assert!(
         line.split_whitespace().last() == Some("error"),
         "expected CRI to fail without runc on containerd {}: {line}",

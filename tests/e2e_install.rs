@@ -13,14 +13,10 @@ mod cri;
 
 use std::fs;
 use std::process::Command;
-use std::time::Duration;
 
 use common::shim_binary_name;
-use cri::api::{self, ContainerState};
 use cri::config::Start;
-use cri::{is_state, CriNode};
-
-const WAIT: Duration = Duration::from_secs(15);
+use cri::CriNode;
 
 /// One CRI node at a time: nodes of one test process share the CNI bridge's name and subnet
 /// (tests/cri), and a node's teardown deletes the bridge.
@@ -62,73 +58,12 @@ fn installed(dir: &std::path::Path, user: &str) -> (String, String) {
     (text, report)
 }
 
-/// A pod on `handler` ("" = the default) runs a container that exits 3, served by a shim
-/// whose command line contains `expect_shim`.
-fn pod_on_handler_runs(node: &CriNode, handler: &str, expect_shim: &str) {
-    let cri = &node.cri;
-    let diag = || node.log_tail(40);
-    let name = if handler.is_empty() {
-        "default"
-    } else {
-        handler
-    };
-    let pod_cfg = node.pod_config(&format!("installed-{name}"));
-    let pod = cri
-        .run_pod_sandbox(&pod_cfg, handler)
-        .unwrap_or_else(|e| panic!("RunPodSandbox(handler={handler:?}): {e}\n{}", diag()));
-    let cfg = api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "hello".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: common::IMAGE_REF.into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), "exit 3".into()],
-        log_path: "hello.log".into(),
-        ..Default::default()
-    };
-    let id = cri
-        .create_container(&pod, &cfg, &pod_cfg)
-        .unwrap_or_else(|e| panic!("CreateContainer({handler:?}): {e}\n{}", diag()));
-    let shims: Vec<String> = node
-        .cd
-        .shim_processes()
-        .into_iter()
-        .map(|(_, cmd)| cmd)
-        .filter(|cmd| cmd.contains(&pod))
-        .collect();
-    assert!(
-        !shims.is_empty() && shims.iter().all(|c| c.contains(expect_shim)),
-        "handler {handler:?}: pod {pod} must be served by {expect_shim}; shims: {shims:?}"
-    );
-    cri.start_container(&id)
-        .unwrap_or_else(|e| panic!("StartContainer({handler:?}): {e}\n{}", diag()));
-    let (done, st) = cri.wait_container(&id, WAIT, |s| is_state(s, ContainerState::Exited));
-    assert!(
-        done,
-        "handler {handler:?}: container did not exit: {st:?}\n{}",
-        diag()
-    );
-    assert_eq!(st.map(|s| s.exit_code), Some(3), "handler {handler:?}");
-    cri.stop_pod_sandbox(&pod)
-        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", diag()));
-    cri.remove_pod_sandbox(&pod)
-        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", diag()));
-}
-
 fn cri_plugin_ok(node: &CriNode, what: &str, report: &str) {
-    let out = node.ctr().ctr_ok(&["plugins", "ls"]);
-    let text = out.stdout_str();
-    let line = text
-        .lines()
-        .find(|l| l.contains("io.containerd.grpc.v1") && l.split_whitespace().nth(1) == Some("cri"))
-        .unwrap_or_else(|| panic!("no CRI plugin in `ctr plugins ls`:\n{text}"));
     assert!(
-        line.split_whitespace().last() == Some("ok"),
-        "{what} + tender-install on containerd {}: CRI plugin not ok: {line}\ninstaller said:\n{report}",
+        cri::cri_plugin_ok(&node.cd),
+        "{what} + tender-install on containerd {}: CRI plugin not ok: {}\ninstaller said:\n{report}",
         node.cd.build.minor_label(),
+        cri::cri_plugin_line(&node.cd),
     );
 }
 
@@ -142,8 +77,8 @@ fn cri_loads_on_installed(start: Start) {
     });
     cri_plugin_ok(&node, &format!("{start:?}"), &report);
     // Both handlers run pods: the installed `tender` and the default (runc's Go shim).
-    pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
-    pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
+    cri::pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
+    cri::pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
 }
 
 #[test]
@@ -192,5 +127,5 @@ fn tender_install_on_a_bare_v3_config_keeps_cri_loading_on_2x() {
         text
     });
     cri_plugin_ok(&node, "version = 3", &report);
-    pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
+    cri::pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
 }

@@ -1012,3 +1012,95 @@ pub fn netns_path(status: &api::PodSandboxStatusResponse) -> Option<PathBuf> {
             .map(PathBuf::from)
     })
 }
+
+// ---------------------------------------------------------------------------
+// Checks shared by the install tests (README snippets, tender-install)
+// ---------------------------------------------------------------------------
+
+/// The CRI plugin's line in `ctr plugins ls` (`io.containerd.grpc.v1  cri  …  ok|error`).
+pub fn cri_plugin_line(cd: &Containerd) -> String {
+    let mut cmd = Command::new(&cd.build.ctr);
+    cmd.arg("-a").arg(&cd.socket).args(["plugins", "ls"]);
+    let out = run_cmd(cmd, Duration::from_secs(30));
+    let text = out.stdout_str();
+    text.lines()
+        .find(|l| l.contains("io.containerd.grpc.v1") && l.split_whitespace().nth(1) == Some("cri"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no CRI plugin in `ctr plugins ls`:\n{out}"))
+}
+
+/// True when the CRI plugin's status is `ok`.
+pub fn cri_plugin_ok(cd: &Containerd) -> bool {
+    cri_plugin_line(cd).split_whitespace().last() == Some("ok")
+}
+
+/// Runs one pod on `handler` ("" = the default runtime) with a container that prints a line
+/// and exits 3; checks its exit code, its CRI log and that every shim serving the pod has
+/// `expect_shim` in its command line, then removes the pod.
+pub fn pod_on_handler_runs(node: &CriNode, handler: &str, expect_shim: &str) {
+    const WAIT: Duration = Duration::from_secs(15);
+    let cri = &node.cri;
+    let diag = || node.log_tail(40);
+    let name = if handler.is_empty() {
+        "default"
+    } else {
+        handler
+    };
+    let pod_cfg = node.pod_config(&format!("handler-{name}"));
+    let log_dir = PathBuf::from(&pod_cfg.log_directory);
+    let pod = cri
+        .run_pod_sandbox(&pod_cfg, handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox(handler={handler:?}): {e}\n{}", diag()));
+    let line = format!("hello from the {name} handler");
+    let cfg = api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: "hello".into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: common::IMAGE_REF.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), format!("echo '{line}'; exit 3")],
+        log_path: "hello.log".into(),
+        ..Default::default()
+    };
+    let id = cri
+        .create_container(&pod, &cfg, &pod_cfg)
+        .unwrap_or_else(|e| panic!("CreateContainer({handler:?}): {e}\n{}", diag()));
+    let shims: Vec<String> = node
+        .cd
+        .shim_processes()
+        .into_iter()
+        .map(|(_, cmd)| cmd)
+        .filter(|cmd| cmd.contains(&pod))
+        .collect();
+    assert!(
+        !shims.is_empty() && shims.iter().all(|c| c.contains(expect_shim)),
+        "handler {handler:?}: pod {pod} must be served by {expect_shim}; shims: {shims:?}"
+    );
+    cri.start_container(&id)
+        .unwrap_or_else(|e| panic!("StartContainer({handler:?}): {e}\n{}", diag()));
+    let (done, st) = cri.wait_container(&id, WAIT, |s| is_state(s, api::ContainerState::Exited));
+    assert!(
+        done,
+        "handler {handler:?}: container did not exit: {st:?}\n{}",
+        diag()
+    );
+    assert_eq!(st.map(|s| s.exit_code), Some(3), "handler {handler:?}");
+    let want = format!("{line}\n");
+    let log = log_dir.join("hello.log");
+    let got = common::wait_until(WAIT, Duration::from_millis(50), || {
+        let lines = parse_cri_log(&fs::read(&log).unwrap_or_default()).ok()?;
+        (stream_bytes(&lines, "stdout") == want.as_bytes()).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "handler {handler:?}: log {:?}",
+        String::from_utf8_lossy(&fs::read(&log).unwrap_or_default())
+    );
+    cri.stop_pod_sandbox(&pod)
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", diag()));
+    cri.remove_pod_sandbox(&pod)
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", diag()));
+}

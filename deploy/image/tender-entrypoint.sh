@@ -1,0 +1,93 @@
+#!/bin/sh
+# Entrypoint of the tender-installer image (scripts/build-installer-image.sh), run by the
+# DaemonSets in deploy/kubernetes/. busybox sh; no systemd, no kubectl assumed.
+#
+# The host's binary directory is mounted at /host/bin and its /etc/containerd at
+# /host/etc/containerd. In the image, /etc/containerd is a symlink to
+# /host/etc/containerd, so `--options-file /etc/containerd/tender.toml` both writes the
+# file on the host and puts the HOST path into config.toml (the path containerd reads).
+#
+# Environment:
+#   TENDER_MODE             install (default) or uninstall
+#   NODE_NAME               this node (downward API spec.nodeName); needed for the label
+#   TENDER_SKIP_LABEL=1     do not label/unlabel the node (no API server, e.g. in tests)
+#   TENDER_REMOVE_BINARIES=1  uninstall also deletes the binaries from /host/bin
+#   TENDER_NO_SLEEP=1       exit when done instead of sleeping (a DaemonSet pod must not
+#                           exit, or it is restarted; ctr run in tests wants it to exit)
+set -eu
+
+mode=${TENDER_MODE:-install}
+bin=/host/bin
+config=/host/etc/containerd/config.toml
+options=/etc/containerd/tender.toml
+label=tender-runtime
+src=/opt/tender/bin
+
+say() { echo "tender-installer: $*"; }
+
+# The label: with kubectl if the image carries one (KUBECTL=... when building the image),
+# using the pod's service account (in-cluster config). Otherwise say what to run.
+set_label() { # "installed" or "" (remove)
+    if [ "${TENDER_SKIP_LABEL:-0}" = 1 ]; then
+        say "label step skipped (TENDER_SKIP_LABEL=1)"
+        return 0
+    fi
+    if [ -z "${NODE_NAME:-}" ]; then
+        say "NODE_NAME is not set (downward API spec.nodeName); cannot label the node" >&2
+        return 1
+    fi
+    if [ -n "$1" ]; then arg="$label=$1"; else arg="$label-"; fi
+    if command -v kubectl >/dev/null 2>&1; then
+        kubectl label node "$NODE_NAME" --overwrite "$arg"
+    else
+        say "no kubectl in this image: run  kubectl label node $NODE_NAME --overwrite $arg"
+    fi
+}
+
+finish() {
+    say "done. containerd must now be restarted on this node for the change to take"
+    say "effect (e.g. systemctl restart containerd, or however this node runs it)."
+    if [ "${TENDER_NO_SLEEP:-0}" = 1 ]; then
+        exit 0
+    fi
+    # A DaemonSet pod must keep running; sleep in the background so TERM ends us at once.
+    trap 'exit 0' TERM INT
+    while :; do
+        sleep 3600 &
+        wait $! || true
+    done
+}
+
+case "$mode" in
+install)
+    [ -d "$bin" ] || { say "$bin is not mounted" >&2; exit 1; }
+    [ -e "$config" ] || { say "$config not found (is /etc/containerd mounted at /host/etc/containerd, and does containerd have a config.toml? create one with containerd config default)" >&2; exit 1; }
+    for b in containerd-shim-tender-v2 tender-install; do
+        # Replace, not overwrite in place: a running shim may be executing the old file.
+        cp "$src/$b" "$bin/.$b.new"
+        chmod 0755 "$bin/.$b.new"
+        mv -f "$bin/.$b.new" "$bin/$b"
+        say "installed $bin/$b"
+    done
+    "$src/tender-install" install --config "$config" --options-file "$options"
+    set_label installed
+    finish
+    ;;
+uninstall)
+    if [ -e "$config" ]; then
+        "$src/tender-install" uninstall --config "$config"
+    else
+        say "$config not found; nothing to uninstall there"
+    fi
+    if [ "${TENDER_REMOVE_BINARIES:-0}" = 1 ]; then
+        rm -f "$bin/containerd-shim-tender-v2" "$bin/tender-install"
+        say "removed the binaries from $bin"
+    fi
+    set_label ""
+    finish
+    ;;
+*)
+    say "TENDER_MODE must be install or uninstall, not \`$mode'" >&2
+    exit 2
+    ;;
+esac

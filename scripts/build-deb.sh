@@ -7,7 +7,8 @@
 # library. It holds
 #   /usr/bin/containerd-shim-tender-v2, /usr/bin/tender-install,
 #   /usr/share/man/man8/{containerd-shim-tender-v2,tender-install}.8.gz,
-#   /usr/share/doc/tender/{copyright,README.md.gz,changelog.gz}
+#   /usr/share/doc/tender/{copyright,README.md.gz,changelog.gz},
+#   /usr/share/lintian/overrides/tender
 # and NO maintainer scripts: the package never touches /etc/containerd. After
 # `dpkg -i`, run `tender-install install` and restart containerd (README "Debian package").
 #
@@ -26,6 +27,9 @@ done
 version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
 [ -n "$version" ] || { echo "build-deb: no version in Cargo.toml" >&2; exit 1; }
 arch=$(dpkg --print-architecture)
+# The Maintainer field and changelog signature: set DEB_MAINTAINER="Name <address>" when
+# publishing the package.
+maintainer=${DEB_MAINTAINER:-Tender maintainers <tender@example.org>}
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     scripts/build-release.sh
@@ -53,10 +57,11 @@ date_r=$(git log -1 --format=%aD 2>/dev/null || date -R)
     echo
     echo "  * Built from git commit $commit."
     echo
-    echo " -- Tender maintainers <tender@localhost>  $date_r"
+    echo " -- $maintainer  $date_r"
 } | gzip -9n >"$root/usr/share/doc/tender/changelog.gz"
 
-cat >"$root/usr/share/doc/tender/copyright" <<'COPYRIGHT'
+year=$(git log -1 --format=%ad --date=format:%Y 2>/dev/null || date +%Y)
+cat >"$root/usr/share/doc/tender/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: tender
 Comment: Tender, a containerd shim v2 written in Rust. The binaries are statically
@@ -64,7 +69,7 @@ Comment: Tender, a containerd shim v2 written in Rust. The binaries are statical
  license, all compatible with Apache-2.0).
 
 Files: *
-Copyright: Tender contributors
+Copyright: $year Tender contributors
 License: Apache-2.0
 
 License: Apache-2.0
@@ -84,12 +89,20 @@ License: Apache-2.0
  can be found in "/usr/share/common-licenses/Apache-2.0".
 COPYRIGHT
 
+# lintian reads a static-pie executable as a shared library without a libc dependency.
+mkdir -p "$root/usr/share/lintian/overrides"
+cat >"$root/usr/share/lintian/overrides/tender" <<'OVERRIDES'
+# Both binaries are static-pie executables (no libc.so), see scripts/build-release.sh.
+tender: shared-library-lacks-prerequisites [usr/bin/containerd-shim-tender-v2]
+tender: shared-library-lacks-prerequisites [usr/bin/tender-install]
+OVERRIDES
+
 size_kb=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: tender
 Version: $version
 Architecture: $arch
-Maintainer: Tender maintainers <tender@localhost>
+Maintainer: $maintainer
 Installed-Size: $size_kb
 Depends: runc | crun
 Recommends: containerd

@@ -169,6 +169,22 @@ fn check_package_metadata(deb: &str) {
         assert!(l.contains(" root/root "), "not owned by root: {l}");
         assert!(!l.contains("./etc"), "the package must not ship /etc: {l}");
     }
+    // lintian is optional (not in `make deps`): when present, it has nothing to say.
+    if Path::new("/usr/bin/lintian").is_file() {
+        let out = run("lintian", &[deb], Duration::from_secs(300));
+        let tags: Vec<&str> = out
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter_map(|l| std::str::from_utf8(l).ok())
+            .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+            .collect();
+        assert!(
+            out.success() && tags.is_empty(),
+            "lintian {deb}: {tags:?}\n{out}"
+        );
+    } else {
+        notice("deb test: lintian not installed, not run");
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Release build of the shim as one static executable, left at
 # target/release/containerd-shim-tender-v2 (where `make build`, the demo, the
-# benchmark and the memory check expect it).
+# benchmark and the memory check expect it), and of `tender-install`, static the
+# same way, left at target/release/tender-install (what scripts/build-deb.sh
+# packages; a static binary runs on any node whatever its glibc).
 #
 # Why static (glibc, +crt-static, a static-pie):
 # - containerd execs the shim binary twice per container (`start`, then `delete`
@@ -26,8 +28,10 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 [ -n "$host" ] || { echo "build-release: cannot tell the host target from rustc -vV" >&2; exit 1; }
 
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    "$cargo" build --release --target "$host" --bin containerd-shim-tender-v2
+    "$cargo" build --release --target "$host" --bin containerd-shim-tender-v2 --bin tender-install
 mkdir -p target/release
 # Replace, not overwrite in place: a running shim may be executing the old file.
-install -m 0755 "target/$host/release/containerd-shim-tender-v2" target/release/.containerd-shim-tender-v2.new
-mv -f target/release/.containerd-shim-tender-v2.new target/release/containerd-shim-tender-v2
+for bin in containerd-shim-tender-v2 tender-install; do
+    install -m 0755 "target/$host/release/$bin" "target/release/.$bin.new"
+    mv -f "target/release/.$bin.new" "target/release/$bin"
+done

@@ -1819,6 +1819,21 @@ impl Containerd {
         runtime_dirs: &[&Path],
         config: impl FnOnce(&ContainerdLayout) -> String,
     ) -> Containerd {
+        Self::start_build_with_shim(build, Path::new(SHIM_BIN), runtime_dirs, config)
+    }
+
+    /// Like [`Containerd::start`], with the private `bin/containerd-shim-tender-v2` symlink
+    /// pointing at `shim` instead of cargo's build (e.g. the binary a package installed).
+    pub fn start_with_shim(shim: &Path) -> Containerd {
+        Self::start_build_with_shim(containerd_version(), shim, &[], default_config)
+    }
+
+    fn start_build_with_shim(
+        build: ContainerdBuild,
+        shim: &Path,
+        runtime_dirs: &[&Path],
+        config: impl FnOnce(&ContainerdLayout) -> String,
+    ) -> Containerd {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1845,7 +1860,7 @@ impl Containerd {
                 panic!("cannot create {}: {e}", d.display());
             }
         }
-        if let Err(e) = symlink(SHIM_BIN, bin.join("containerd-shim-tender-v2")) {
+        if let Err(e) = symlink(shim, bin.join("containerd-shim-tender-v2")) {
             panic!("cannot symlink shim into {}: {e}", bin.display());
         }
         let config_path = dir.join("config.toml");

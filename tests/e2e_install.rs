@@ -5,6 +5,11 @@
 //! containerd 1.x that fails without the `runc` runtime the installer adds to Debian's file
 //! (see `tender_alone_on_debians_config_breaks_cri_on_1x` in tests/e2e_cri.rs).
 //!
+//! Also from a hand-written config with comments and custom runtimes (`runc` with options and a
+//! second handler `runc-debug` with its own options, in the schema of the containerd under
+//! test): the comments and runtimes survive, every handler runs a pod, and uninstall gives the
+//! original bytes back.
+//!
 //! Only the private paths (and the CNI network of tests/cri) are set on top of the installed file, as for the README's snippets
 //! (tests/cri/config.rs `private_config`). Needs what tests/e2e_cri.rs needs; skips otherwise.
 
@@ -12,6 +17,7 @@ mod common;
 mod cri;
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 use common::shim_binary_name;
@@ -28,10 +34,15 @@ fn one_node_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 const BIN: &str = env!("CARGO_BIN_EXE_tender-install");
 
+/// The file `installed` writes the user's config to, in the node's directory.
+fn user_config_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("user-config.toml")
+}
+
 /// Runs `tender-install install` on `user` in `dir`; returns the installed text and the
 /// installer's output.
-fn installed(dir: &std::path::Path, user: &str) -> (String, String) {
-    let config = dir.join("user-config.toml");
+fn installed(dir: &Path, user: &str) -> (String, String) {
+    let config = user_config_path(dir);
     fs::write(&config, user).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
     let out = Command::new(BIN)
         .arg("install")
@@ -128,4 +139,119 @@ fn tender_install_on_a_bare_v3_config_keeps_cri_loading_on_2x() {
     });
     cri_plugin_ok(&node, "version = 3", &report);
     cri::pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
+}
+
+/// A hand-written config in the schema of `build` (`version = 2` for 1.x, `version = 3` for
+/// 2.x): comments everywhere, the default `runc` with options, and a second runc handler
+/// `runc-debug` with its own options (its own state directory `debug_root`, so the test can
+/// see that its options reached the shim).
+fn custom_config(build: &common::ContainerdBuild, debug_root: &Path) -> String {
+    let (version, cri, q) = if build.version.0 >= 2 {
+        (3, "'io.containerd.cri.v1.runtime'", '\'')
+    } else {
+        (2, "\"io.containerd.grpc.v1.cri\"", '"')
+    };
+    let rt = format!("plugins.{cri}.containerd.runtimes");
+    format!(
+        r#"# containerd config of node-7, edited by hand.   (comment before the version)
+# Keep these comments: tender-install must not touch them.
+version = {version}
+
+[plugins]
+  # The CRI plugin (Kubernetes).
+  [plugins.{cri}]
+    [plugins.{cri}.containerd]
+      default_runtime_name = {q}runc{q}   # pods without a RuntimeClass
+      # The default runtime, with its options.
+      [{rt}.runc]
+        runtime_type = {q}io.containerd.runc.v2{q}
+        [{rt}.runc.options]
+          SystemdCgroup = false   # cgroupfs driver, as the kubelet here
+          NoNewKeyring = true
+
+      # A second handler for debugging: runc again, with its own state directory.
+      [{rt}.runc-debug]
+        runtime_type = {q}io.containerd.runc.v2{q}
+        [{rt}.runc-debug.options]
+          BinaryName = {q}runc{q}
+          Root = {q}{debug_root}{q}
+          NoNewKeyring = true
+# end of the hand-written part
+"#,
+        debug_root = debug_root.display(),
+    )
+}
+
+/// The lines of `text` that are comments or carry one.
+fn comment_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.contains('#')).collect()
+}
+
+#[test]
+fn tender_install_on_a_config_with_comments_and_custom_runtimes_keeps_them_all() {
+    const TEST: &str =
+        "tender_install_on_a_config_with_comments_and_custom_runtimes_keeps_them_all";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    let _one = one_node_at_a_time();
+    let mut report = String::new();
+    let mut original = String::new();
+    let mut debug_root = std::path::PathBuf::new();
+    let node = CriNode::start_from_user(|l| {
+        debug_root = l.dir.join("runc-debug");
+        original = custom_config(&l.build, &debug_root);
+        let (text, r) = installed(&l.dir, &original);
+        report = r;
+        // Every comment of the user's file is still there, unchanged and in place (the
+        // installer appends; `installed` checked the whole original is a prefix).
+        let before = comment_lines(&original);
+        let after = comment_lines(&text);
+        assert!(
+            before.len() == 8 && after.starts_with(&before),
+            "comments lost or moved:\nbefore {before:#?}\nafter {after:#?}"
+        );
+        // Nothing but tender is added: the file defines runc, so no second runc table.
+        assert_eq!(text.matches(".runc]").count(), 1, "{text}");
+        assert_eq!(text.matches(".tender]").count(), 1, "{text}");
+        text
+    });
+    cri_plugin_ok(&node, "a config with comments and custom runtimes", &report);
+    let label = node.cd.build.minor_label();
+
+    cri::pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
+    cri::pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
+    cri::pod_on_handler_runs(&node, "runc-debug", "containerd-shim-runc-v2");
+    // runc-debug's own options reached its shim: runc kept the pod's state under its `Root`
+    // (the Go shim adds the namespace), not under the default handler's.
+    assert!(
+        debug_root.join(cri::K8S_NAMESPACE).is_dir(),
+        "containerd {label}: runc-debug's Root {} was not used",
+        debug_root.display()
+    );
+
+    // Uninstall gives the original bytes back and removes the backup and the record.
+    let config = user_config_path(&node.cd.dir);
+    let out = Command::new(BIN)
+        .arg("uninstall")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{BIN}: {e}"));
+    assert!(
+        out.status.success(),
+        "tender-install uninstall failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = fs::read(&config).unwrap_or_else(|e| panic!("read config: {e}"));
+    assert!(
+        restored == original.as_bytes(),
+        "containerd {label}: uninstall did not restore the original bytes:\n{}",
+        String::from_utf8_lossy(&restored)
+    );
+    for leftover in [".tender-backup", ".tender-install"] {
+        let p = node.cd.dir.join(format!("user-config.toml{leftover}"));
+        assert!(!p.exists(), "{} left after uninstall", p.display());
+    }
 }

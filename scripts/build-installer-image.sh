@@ -13,14 +13,19 @@
 #   /tender-entrypoint.sh                     deploy/image/tender-entrypoint.sh
 #   /etc/containerd -> /host/etc/containerd   so the options file lands on the host and
 #                                             config.toml names its host path
-#   /usr/local/bin/kubectl                    only if KUBECTL=PATH is given (must be a
-#                                             static kubectl, e.g. the upstream release)
+#   /usr/local/bin/kubectl                    labels the node (see KUBECTL); a dynamically
+#   (+ the shared libraries ldd lists)        linked one (Debian's) comes with the libraries
+#                                             ldd lists, at their paths (~83 MB in all)
 #
 # Environment:
 #   REF      image reference (default docker.io/library/tender-installer:VERSION, which is
 #            what `image: tender-installer:VERSION` in the manifests resolves to)
 #   BUSYBOX  static busybox (default /bin/busybox, from busybox-static)
-#   KUBECTL  a static kubectl to include, for the node label step (default: none)
+#   KUBECTL  the kubectl to include, for the node label step. Default: the one
+#            scripts/fetch-matrix.sh unpacks (Debian sid's kubernetes-client), else
+#            `kubectl` on PATH, else an error.
+#            KUBECTL=none builds the image without one (~10 MB; the installer then logs the
+#            `kubectl label` command to run instead).
 #   NO_BUILD=1  use the binaries already in target/release (do not run cargo)
 #
 # Import on a node with:  ctr -n k8s.io images import OUTPUT.tar
@@ -33,6 +38,17 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
 ref=${REF:-docker.io/library/tender-installer:$version}
 busybox=${BUSYBOX:-/bin/busybox}
 kubectl=${KUBECTL:-}
+if [ -z "$kubectl" ]; then
+    matrix_kubectl=${TENDER_MATRIX_DIR:-/var/cache/tender-matrix}/kubectl/usr/bin/kubectl
+    if [ -x "$matrix_kubectl" ]; then kubectl=$matrix_kubectl; else kubectl=$(command -v kubectl || true); fi
+    if [ -z "$kubectl" ]; then
+        echo "build-installer-image.sh: no kubectl on PATH nor in the matrix cache" \
+            "(scripts/fetch-matrix.sh); set KUBECTL=PATH, or KUBECTL=none for an image" \
+            "that does not label its node" >&2
+        exit 1
+    fi
+fi
+[ "$kubectl" = none ] && kubectl=
 
 static_ok() { # file: refuse a dynamically linked executable (the image has no libc)
     if command -v file >/dev/null 2>&1 && ! file -L "$1" | grep -Eq 'statically linked|static-pie'; then
@@ -45,7 +61,6 @@ static_ok() { # file: refuse a dynamically linked executable (the image has no l
 static_ok "$busybox"
 if [ -n "$kubectl" ]; then
     [ -x "$kubectl" ] || { echo "build-installer-image.sh: KUBECTL=$kubectl is not executable" >&2; exit 1; }
-    static_ok "$kubectl"
 fi
 
 # --- binaries -----------------------------------------------------------------
@@ -84,7 +99,7 @@ mkdir -p "$root/bin" "$root/dev" "$root/etc" "$root/proc" "$root/sys" "$root/tmp
 chmod 1777 "$root/tmp"
 install -m 0755 "$busybox" "$root/bin/busybox"
 for a in sh echo cat sleep true false ls cp mv rm ln chmod mkdir test [ printf sed grep \
-    env id uname readlink basename dirname wget; do
+    env id uname readlink basename dirname wget nsenter; do
     ln -s busybox "$root/bin/$a"
 done
 install -m 0755 target/release/containerd-shim-tender-v2 target/release/tender-install \
@@ -93,6 +108,18 @@ install -m 0755 deploy/image/tender-entrypoint.sh "$root/tender-entrypoint.sh"
 ln -s /host/etc/containerd "$root/etc/containerd"
 if [ -n "$kubectl" ]; then
     install -m 0755 "$kubectl" "$root/usr/local/bin/kubectl"
+    # A dynamically linked kubectl (Debian's is, for cgo): its libraries and loader, at the
+    # paths ldd resolves them to (the loader's built-in search path covers them).
+    # (ldd fails on a static executable: nothing to copy then.)
+    if deps=$(ldd "$kubectl" 2>/dev/null); then
+        libs=$(printf '%s\n' "$deps" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p')
+        [ -n "$libs" ] || { echo "build-installer-image.sh: ldd lists no library path for $kubectl" >&2; exit 1; }
+        for lib in $libs; do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+    fi
+    "$kubectl" version --client >/dev/null || { echo "build-installer-image.sh: $kubectl does not run" >&2; exit 1; }
 fi
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnobody:x:65534:\n' >"$root/etc/group"

@@ -1,14 +1,22 @@
 #!/bin/sh
 # Entrypoint of the tender-installer image (scripts/build-installer-image.sh), run by the
-# DaemonSets in deploy/kubernetes/. busybox sh; no systemd, no kubectl assumed.
+# DaemonSets in deploy/kubernetes/. busybox sh.
 #
 # The host's binary directory is mounted at /host/bin and its /etc/containerd at
 # /host/etc/containerd. In the image, /etc/containerd is a symlink to
 # /host/etc/containerd, so `--options-file /etc/containerd/tender.toml` both writes the
 # file on the host and puts the HOST path into config.toml (the path containerd reads).
 #
+# containerd is restarted by tender-install itself (--restart): where the host's PID 1 is
+# systemd (the pod has hostPID: true), `systemctl restart containerd` runs in PID 1's
+# namespaces (nsenter -t 1 -m -u -i -n -p), and only when the config changed (or an earlier
+# restart failed); elsewhere it prints what the operator must do and does not fail.
+#
 # Environment:
 #   TENDER_MODE             install (default) or uninstall
+#   RESTART_CONTAINERD      auto (default): through systemd where PID 1 is systemd, else
+#                           print what to do; systemd: fail without systemd; none: only
+#                           print what to do
 #   NODE_NAME               this node (downward API spec.nodeName); needed for the label
 #   TENDER_SKIP_LABEL=1     do not label/unlabel the node (no API server, e.g. in tests)
 #   TENDER_REMOVE_BINARIES=1  uninstall also deletes the binaries from /host/bin
@@ -17,6 +25,7 @@
 set -eu
 
 mode=${TENDER_MODE:-install}
+restart=${RESTART_CONTAINERD:-auto}
 bin=/host/bin
 config=/host/etc/containerd/config.toml
 options=/etc/containerd/tender.toml
@@ -25,8 +34,8 @@ src=/opt/tender/bin
 
 say() { echo "tender-installer: $*"; }
 
-# The label: with kubectl if the image carries one (KUBECTL=... when building the image),
-# using the pod's service account (in-cluster config). Otherwise say what to run.
+# The label: with the image's kubectl and the pod's service account (in-cluster config;
+# RBAC: get/patch nodes). An image built with KUBECTL=none has no kubectl: say what to run.
 set_label() { # "installed" or "" (remove)
     if [ "${TENDER_SKIP_LABEL:-0}" = 1 ]; then
         say "label step skipped (TENDER_SKIP_LABEL=1)"
@@ -45,8 +54,7 @@ set_label() { # "installed" or "" (remove)
 }
 
 finish() {
-    say "done. containerd must now be restarted on this node for the change to take"
-    say "effect (e.g. systemctl restart containerd, or however this node runs it)."
+    say "done"
     if [ "${TENDER_NO_SLEEP:-0}" = 1 ]; then
         exit 0
     fi
@@ -69,13 +77,17 @@ install)
         mv -f "$bin/.$b.new" "$bin/$b"
         say "installed $bin/$b"
     done
-    "$src/tender-install" install --config "$config" --options-file "$options"
+    # Then the label, so that pods are scheduled here only once containerd has the handler.
+    "$src/tender-install" install --config "$config" --options-file "$options" \
+        --restart "$restart"
     set_label installed
     finish
     ;;
 uninstall)
+    # The label first, so that no new Tender pod is scheduled here while the handler goes.
+    set_label ""
     if [ -e "$config" ]; then
-        "$src/tender-install" uninstall --config "$config"
+        "$src/tender-install" uninstall --config "$config" --restart "$restart"
     else
         say "$config not found; nothing to uninstall there"
     fi
@@ -83,7 +95,6 @@ uninstall)
         rm -f "$bin/containerd-shim-tender-v2" "$bin/tender-install"
         say "removed the binaries from $bin"
     fi
-    set_label ""
     finish
     ;;
 *)

@@ -5,6 +5,7 @@
 
 pub mod diff;
 pub mod merge;
+pub mod restart;
 
 use std::fs;
 use std::io::{self, Write};
@@ -23,8 +24,8 @@ pub const USAGE: &str = "\
 tender-install: add Tender's runtime handler to containerd's config.toml, or remove it
 
 Usage:
-  tender-install install   [--config PATH] [--options-file PATH] [--dry-run]
-  tender-install uninstall [--config PATH] [--dry-run]
+  tender-install install   [--config PATH] [--options-file PATH] [--restart MODE] [--dry-run]
+  tender-install uninstall [--config PATH] [--restart MODE] [--dry-run]
   tender-install --help
 
   --config PATH        containerd's config (default /etc/containerd/config.toml)
@@ -32,13 +33,20 @@ Usage:
                        /etc/containerd/tender.toml for `version = 2` configs; `version = 3`
                        configs get the options inline unless this is given). Written with
                        `BinaryName = \"runc\"` only if it does not exist.
+  --restart MODE       after a change: `none` (default) prints how to restart containerd;
+                       `auto` runs `systemctl restart containerd` in PID 1's namespaces
+                       (nsenter -t 1 -m -u -i -n -p) where PID 1 is systemd and prints
+                       what to do otherwise; `systemd` is auto that fails without systemd.
+                       A run that changes nothing restarts nothing, unless an earlier
+                       restart failed (PATH.tender-restart-pending).
   --dry-run            print the change as a diff and change nothing
 
 install appends the `tender` runtime (and `runc`, where a `version = 2` config would
 otherwise lose containerd 1.x's built-in runtime) to the CRI plugin's runtimes table, keeps
 a backup of the original as PATH.tender-backup and a record as PATH.tender-install. Running
 it again changes nothing. uninstall restores the backup when the config is still exactly what
-install wrote, otherwise removes only what install added. Neither restarts containerd.
+install wrote, otherwise removes only what install added. Neither restarts containerd unless
+--restart says so.
 ";
 
 /// Exit status of a refusal or failure (the config is unchanged).
@@ -58,6 +66,7 @@ struct Args {
     command: Command,
     config: PathBuf,
     options_file: Option<String>,
+    restart: restart::Mode,
     dry_run: bool,
 }
 
@@ -66,6 +75,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut config = None;
     let mut options_file = None;
     let mut dry_run = false;
+    let mut restart = restart::Mode::None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -83,6 +93,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--dry-run" if inline.is_none() => dry_run = true,
             "--config" => config = Some(PathBuf::from(value("--config")?)),
             "--options-file" => options_file = Some(value("--options-file")?),
+            "--restart" => restart = value("--restart")?.parse()?,
             "install" | "uninstall" if command.is_none() => {
                 command = Some(if flag == "install" {
                     Command::Install
@@ -109,6 +120,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         command,
         config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
         options_file,
+        restart,
         dry_run,
     })
 }
@@ -130,6 +142,17 @@ pub fn main_with_args(args: &[String], out: &mut dyn Write, err: &mut dyn Write)
         Command::Install => install(&args, out, err),
         Command::Uninstall => uninstall(&args, out),
     };
+    let result = result.and_then(|changed| match changed {
+        Some((config, changed)) if !args.dry_run => restart::after(
+            args.restart,
+            changed,
+            &config,
+            restart::pid1_name().as_deref(),
+            out,
+            restart::restart_through_systemd,
+        ),
+        _ => Ok(()),
+    });
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -289,21 +312,6 @@ fn config_owner(c: &Config) -> Option<(u32, u32)> {
     Some((c.meta.uid(), c.meta.gid()))
 }
 
-fn restart_hint() -> String {
-    let systemd = fs::read_to_string("/proc/1/comm")
-        .map(|s| s.trim() == "systemd")
-        .unwrap_or(false);
-    let how = if systemd {
-        "run `systemctl restart containerd`"
-    } else {
-        "PID 1 is not systemd, so restart containerd however it is supervised here"
-    };
-    format!(
-        "containerd has not been restarted and reads its config only at start: {how}. \
-         Running containers are not touched: their shims keep them and containerd reconnects."
-    )
-}
-
 fn cri_disabled(text: &str) -> bool {
     let Ok(doc) = text.parse::<toml_edit::DocumentMut>() else {
         return false;
@@ -336,7 +344,11 @@ fn check_options_file(path: &Path, err: &mut dyn Write) {
     }
 }
 
-fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), String> {
+/// What a command did to the config: its resolved path and whether it changed (`None` for a
+/// dry run).
+type Outcome = Result<Option<(PathBuf, bool)>, String>;
+
+fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Outcome {
     let c = read_config(&args.config)?;
     let schema = merge::check(&c.text).map_err(|r| format!("{}: {r}", c.path.display()))?;
     let source = merge::options_source(schema, args.options_file.as_deref());
@@ -369,7 +381,7 @@ fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), 
                 check_options_file(o, err);
             }
             let _ = writeln!(out, "{p}: tender is already installed; nothing changed");
-            Ok(())
+            Ok(Some((c.path.clone(), false)))
         }
         Installed::Changed { text, added_runc } => {
             if args.dry_run {
@@ -378,7 +390,7 @@ fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), 
                     let _ = writeln!(out, "would write {} (BinaryName = \"runc\")", o.display());
                 }
                 let _ = writeln!(out, "dry run: nothing changed");
-                return Ok(());
+                return Ok(None);
             }
             check_writable(&c)?;
             let mode = c.meta.permissions().mode() & 0o7777;
@@ -418,13 +430,12 @@ fn install(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), 
                 let _ = writeln!(out, "{} exists; left as it is", o.display());
                 check_options_file(o, err);
             }
-            let _ = writeln!(out, "{}", restart_hint());
-            Ok(())
+            Ok(Some((c.path.clone(), true)))
         }
     }
 }
 
-fn uninstall(args: &Args, out: &mut dyn Write) -> Result<(), String> {
+fn uninstall(args: &Args, out: &mut dyn Write) -> Outcome {
     let c = read_config(&args.config)?;
     merge::check(&c.text).map_err(|r| format!("{}: {r}", c.path.display()))?;
     let p = c.path.display();
@@ -451,7 +462,7 @@ fn uninstall(args: &Args, out: &mut dyn Write) -> Result<(), String> {
                     out,
                     "{p}: tender-install's runtime is not there; nothing changed"
                 );
-                return Ok(());
+                return Ok(Some((c.path.clone(), false)));
             }
             Removed::Changed(t) => (
                 t,
@@ -464,7 +475,7 @@ fn uninstall(args: &Args, out: &mut dyn Write) -> Result<(), String> {
     if args.dry_run {
         let _ = write!(out, "{}", diff::unified(&c.text, &new, &p.to_string()));
         let _ = writeln!(out, "dry run: nothing changed (would have {message})");
-        return Ok(());
+        return Ok(None);
     }
     check_writable(&c)?;
     let mode = c.meta.permissions().mode() & 0o7777;
@@ -485,8 +496,7 @@ fn uninstall(args: &Args, out: &mut dyn Write) -> Result<(), String> {
         "Tender's options file (if any) is left in place. Drain the node's Tender pods before \
          removing the shim binary."
     );
-    let _ = writeln!(out, "{}", restart_hint());
-    Ok(())
+    Ok(Some((c.path.clone(), true)))
 }
 
 #[cfg(test)]
@@ -520,6 +530,13 @@ mod tests {
         assert!(args(&["install", "uninstall"]).is_err());
         assert!(args(&["install", "--options-file", "rel.toml"]).is_err());
         assert!(args(&["uninstall", "--options-file", "/o.toml"]).is_err());
+        assert_eq!(args(&["install"]).unwrap().restart, restart::Mode::None);
+        let a = args(&["uninstall", "--restart", "auto"]).unwrap();
+        assert_eq!(a.restart, restart::Mode::Auto);
+        let a = args(&["install", "--restart=systemd"]).unwrap();
+        assert_eq!(a.restart, restart::Mode::Systemd);
+        assert!(args(&["install", "--restart", "always"]).is_err());
+        assert!(args(&["install", "--restart"]).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 #   /usr/share/doc/tender/{copyright,README.md.gz,changelog.gz},
 #   /usr/share/lintian/overrides/tender
 # and NO maintainer scripts: the package never touches /etc/containerd. After
-# `dpkg -i`, run `tender-install install` and restart containerd (README "Debian package").
+# `dpkg -i`, run `tender-install install --restart auto` (README, the walk-through's way A).
 #
 # Only dpkg-deb, gzip and the Rust toolchain are needed. SKIP_BUILD=1 packages the
 # binaries already in target/release as they are.

@@ -1,12 +1,11 @@
 //! The Kubernetes manifests in deploy/kubernetes/ (and deploy/kubernetes/uninstall/) parse
-//! with kubectl, offline, and hold exactly the objects the README describes.
+//! with kubectl and hold exactly the objects the README describes; the installer image does
+//! what the DaemonSets rely on (install, restart containerd, label the node, uninstall).
 //!
-//! `kubectl create --dry-run=client` is not usable offline: it still asks the API server
-//! for discovery (to map kinds to resources) and fails with "unable to recognize ...".
-//! `kubectl label --local -f DIR` decodes every object (apiVersion, kind, metadata) without a
-//! server, so that is what runs here, with an empty kubeconfig so no real cluster is touched.
-//! It does not check fields against the OpenAPI schema (that needs a server); the fields that
-//! matter are asserted on the text below.
+//! `kubectl create --dry-run=client` still asks an API server for discovery (to map kinds to
+//! resources), so it runs against the mock API server of tests/apiserver; `kubectl label
+//! --local -f DIR` decodes every object without any server. Neither checks fields against the
+//! OpenAPI schema (the mock serves none); the fields that matter are asserted on the text.
 //!
 //! kubectl: `TENDER_KUBECTL`, else the one `scripts/fetch-matrix.sh` unpacks
 //! (`/var/cache/tender-matrix/kubectl/usr/bin/kubectl`), else `kubectl` on PATH. Without one
@@ -15,6 +14,7 @@
 mod apiserver;
 #[macro_use]
 mod common;
+mod cri;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -772,4 +772,42 @@ fn kubectl_create_dry_run_accepts_the_manifests() {
         assert_eq!(r.method, "GET", "{r:?}");
     }
     let _ = fs::remove_dir_all(&tmp);
+}
+
+/// The config the image wrote into the host tree is one containerd runs pods from: a private
+/// CRI node started on it (only its private paths set on top, tests/cri/config.rs) loads CRI,
+/// and pods run on the `tender` handler and on the default one.
+#[test]
+fn installer_image_result_loads_cri_and_runs_pods() {
+    const TEST: &str = "installer_image_result_loads_cri_and_runs_pods";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    let cd = common::Containerd::start(&[]);
+    let c = cd.client("cri");
+    let Some((host, original)) = prepare(&cd, &c) else {
+        return;
+    };
+    let config = host.join("etc/containerd/config.toml");
+    let out = run_installer(&c, "install", &host, &["RESTART_CONTAINERD=none"]);
+    assert!(out.success(), "installer failed{}", c.diag(&out));
+    let installed = fs::read_to_string(&config).unwrap();
+
+    let node = cri::CriNode::start_from_user(|_| installed.clone());
+    assert!(
+        cri::cri_plugin_ok(&node.cd),
+        "CRI plugin not ok on the image's config: {}",
+        cri::cri_plugin_line(&node.cd)
+    );
+    cri::pod_on_handler_runs(
+        &node,
+        cri::HANDLER,
+        &common::shim_binary_name(&node.cd.runtime),
+    );
+    cri::pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
+    drop(node);
+
+    let out = run_installer(&c, "uninstall", &host, &["TENDER_MODE=uninstall"]);
+    assert!(out.success(), "uninstaller failed{}", c.diag(&out));
+    assert_eq!(fs::read_to_string(&config).unwrap(), original);
 }

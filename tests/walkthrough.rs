@@ -390,6 +390,12 @@ struct Kube {
     pod_name: String,
 }
 
+impl Drop for Kube {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Kube {
     fn run(&self, args: &[String]) -> String {
         let out = Command::new(&self.bin)
@@ -558,7 +564,6 @@ fn kubectl_lines_work_against_a_mock_api_server() {
         .collect();
     let patch = "PATCH /api/v1/nodes/test-node application/merge-patch+json";
     assert_eq!(writes, [patch, patch]);
-    let _ = fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -165,6 +165,16 @@ fn daemonsets_mount_only_the_binary_and_containerd_config_dirs() {
 }
 
 #[test]
+fn namespace_admits_the_privileged_host_pid_pods() {
+    let l = lines(&read("deploy/kubernetes/00-namespace.yaml"));
+    assert!(
+        l.iter()
+            .any(|x| x == "pod-security.kubernetes.io/enforce: privileged"),
+        "{l:?}"
+    );
+}
+
+#[test]
 fn runtimeclass_selects_labelled_nodes() {
     let l = lines(&read("deploy/kubernetes/30-runtimeclass.yaml"));
     for want in [

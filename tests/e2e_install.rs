@@ -7,8 +7,8 @@
 //!
 //! Also from a hand-written config with comments and custom runtimes (`runc` with options and a
 //! second handler `runc-debug` with its own options, in the schema of the containerd under
-//! test): the comments and runtimes survive, every handler runs a pod, and uninstall gives the
-//! original bytes back.
+//! test, and as `version = 2` on 2.x too): the comments and runtimes survive, every handler
+//! runs a pod, and uninstall gives the original bytes back.
 //!
 //! Only the private paths (and the CNI network of tests/cri) are set on top of the installed file, as for the README's snippets
 //! (tests/cri/config.rs `private_config`). Needs what tests/e2e_cri.rs needs; skips otherwise.
@@ -141,12 +141,12 @@ fn tender_install_on_a_bare_v3_config_keeps_cri_loading_on_2x() {
     cri::pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
 }
 
-/// A hand-written config in the schema of `build` (`version = 2` for 1.x, `version = 3` for
-/// 2.x): comments everywhere, the default `runc` with options, and a second runc handler
+/// A hand-written config in `schema` (`version = 2`: 1.x, and 2.x which migrates it;
+/// `version = 3`: 2.x): comments everywhere, the default `runc` with options, and a second runc handler
 /// `runc-debug` with its own options (its own state directory `debug_root`, so the test can
 /// see that its options reached the shim).
-fn custom_config(build: &common::ContainerdBuild, debug_root: &Path) -> String {
-    let (version, cri, q) = if build.version.0 >= 2 {
+fn custom_config(schema: i64, debug_root: &Path) -> String {
+    let (version, cri, q) = if schema == 3 {
         (3, "'io.containerd.cri.v1.runtime'", '\'')
     } else {
         (2, "\"io.containerd.grpc.v1.cri\"", '"')
@@ -187,20 +187,16 @@ fn comment_lines(text: &str) -> Vec<&str> {
     text.lines().filter(|l| l.contains('#')).collect()
 }
 
-#[test]
-fn tender_install_on_a_config_with_comments_and_custom_runtimes_keeps_them_all() {
-    const TEST: &str =
-        "tender_install_on_a_config_with_comments_and_custom_runtimes_keeps_them_all";
-    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
-        return;
-    }
+fn custom_runtimes_survive(schema: Option<i64>) {
     let _one = one_node_at_a_time();
     let mut report = String::new();
     let mut original = String::new();
     let mut debug_root = std::path::PathBuf::new();
     let node = CriNode::start_from_user(|l| {
         debug_root = l.dir.join("runc-debug");
-        original = custom_config(&l.build, &debug_root);
+        // The version's own schema unless one is given.
+        let schema = schema.unwrap_or(if l.build.version.0 >= 2 { 3 } else { 2 });
+        original = custom_config(schema, &debug_root);
         let (text, r) = installed(&l.dir, &original);
         report = r;
         // Every comment of the user's file is still there, unchanged and in place (the
@@ -254,4 +250,33 @@ fn tender_install_on_a_config_with_comments_and_custom_runtimes_keeps_them_all()
         let p = node.cd.dir.join(format!("user-config.toml{leftover}"));
         assert!(!p.exists(), "{} left after uninstall", p.display());
     }
+}
+
+#[test]
+fn tender_install_on_a_config_with_comments_and_custom_runtimes_keeps_them_all() {
+    const TEST: &str =
+        "tender_install_on_a_config_with_comments_and_custom_runtimes_keeps_them_all";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    custom_runtimes_survive(None);
+}
+
+/// containerd 2.x still reads `version = 2` files (it migrates them in memory): a node
+/// upgraded from 1.x keeps its hand-written file, custom runtimes included.
+#[test]
+fn tender_install_on_a_v2_config_with_custom_runtimes_keeps_them_all_on_2x() {
+    const TEST: &str = "tender_install_on_a_v2_config_with_custom_runtimes_keeps_them_all_on_2x";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    let build = common::containerd_version();
+    if build.version.0 < 2 {
+        common::notice(&format!(
+            "{TEST}: containerd {} reads version 2 natively; the other test covers it",
+            build.minor_label()
+        ));
+        return;
+    }
+    custom_runtimes_survive(Some(2));
 }

@@ -1,14 +1,15 @@
 //! `tender-install` on the starting configs of the README (Debian's packaged file and
 //! `containerd config default` of the containerd under test), then a private containerd of that
 //! version started on the result: its CRI plugin must load (`ctr plugins ls` says `ok`) and pods
-//! run on the `tender` handler and on the default one (runc). On
-//! containerd 1.x that fails without the `runc` runtime the installer adds to Debian's file
-//! (see `tender_alone_on_debians_config_breaks_cri_on_1x` in tests/e2e_cri.rs).
+//! run on the `tender` handler and on the default one (runc); then `tender-install uninstall`
+//! gives the original bytes back. On containerd 1.x that fails without the `runc` runtime the
+//! installer adds to Debian's file (see `tender_alone_on_debians_config_breaks_cri_on_1x` in
+//! tests/e2e_cri.rs).
 //!
 //! Also from a hand-written config with comments and custom runtimes (`runc` with options and a
 //! second handler `runc-debug` with its own options, in the schema of the containerd under
 //! test, and as `version = 2` on 2.x too): the comments and runtimes survive, every handler
-//! runs a pod, and uninstall gives the original bytes back.
+//! runs a pod (`runc-debug` with its own `Root`), and uninstall gives the original bytes back.
 //!
 //! Only the private paths (and the CNI network of tests/cri) are set on top of the installed file, as for the README's snippets
 //! (tests/cri/config.rs `private_config`). Needs what tests/e2e_cri.rs needs; skips otherwise.
@@ -81,8 +82,10 @@ fn cri_plugin_ok(node: &CriNode, what: &str, report: &str) {
 fn cri_loads_on_installed(start: Start) {
     let _one = one_node_at_a_time();
     let mut report = String::new();
+    let mut original = String::new();
     let node = CriNode::start_from_user(|l| {
-        let (text, r) = installed(&l.dir, &start.text(&l.build));
+        original = start.text(&l.build);
+        let (text, r) = installed(&l.dir, &original);
         report = r;
         text
     });
@@ -90,6 +93,36 @@ fn cri_loads_on_installed(start: Start) {
     // Both handlers run pods: the installed `tender` and the default (runc's Go shim).
     cri::pod_on_handler_runs(&node, cri::HANDLER, &shim_binary_name(&node.cd.runtime));
     cri::pod_on_handler_runs(&node, "", "containerd-shim-runc-v2");
+    uninstall_restores(&node, &original);
+}
+
+/// `tender-install uninstall` on the node's user config gives `original` back byte for byte
+/// and removes the backup and the record.
+fn uninstall_restores(node: &CriNode, original: &str) {
+    let label = node.cd.build.minor_label();
+    let config = user_config_path(&node.cd.dir);
+    let out = Command::new(BIN)
+        .arg("uninstall")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{BIN}: {e}"));
+    assert!(
+        out.status.success(),
+        "tender-install uninstall failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = fs::read(&config).unwrap_or_else(|e| panic!("read config: {e}"));
+    assert!(
+        restored == original.as_bytes(),
+        "containerd {label}: uninstall did not restore the original bytes:\n{}",
+        String::from_utf8_lossy(&restored)
+    );
+    for leftover in [".tender-backup", ".tender-install"] {
+        let p = node.cd.dir.join(format!("user-config.toml{leftover}"));
+        assert!(!p.exists(), "{} left after uninstall", p.display());
+    }
 }
 
 #[test]
@@ -226,30 +259,7 @@ fn custom_runtimes_survive(schema: Option<i64>) {
         debug_root.display()
     );
 
-    // Uninstall gives the original bytes back and removes the backup and the record.
-    let config = user_config_path(&node.cd.dir);
-    let out = Command::new(BIN)
-        .arg("uninstall")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap_or_else(|e| panic!("{BIN}: {e}"));
-    assert!(
-        out.status.success(),
-        "tender-install uninstall failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let restored = fs::read(&config).unwrap_or_else(|e| panic!("read config: {e}"));
-    assert!(
-        restored == original.as_bytes(),
-        "containerd {label}: uninstall did not restore the original bytes:\n{}",
-        String::from_utf8_lossy(&restored)
-    );
-    for leftover in [".tender-backup", ".tender-install"] {
-        let p = node.cd.dir.join(format!("user-config.toml{leftover}"));
-        assert!(!p.exists(), "{} left after uninstall", p.display());
-    }
+    uninstall_restores(&node, &original);
 }
 
 #[test]

@@ -35,7 +35,7 @@ src=/opt/tender/bin
 say() { echo "tender-installer: $*"; }
 
 # The label: with the image's kubectl and the pod's service account (in-cluster config;
-# RBAC: get/patch nodes). An image built with KUBECTL=none has no kubectl: say what to run.
+# RBAC: get and patch nodes). An image built with KUBECTL=none has no kubectl: say what to run.
 set_label() { # "installed" or "" (remove)
     if [ "${TENDER_SKIP_LABEL:-0}" = 1 ]; then
         say "label step skipped (TENDER_SKIP_LABEL=1)"
@@ -45,9 +45,13 @@ set_label() { # "installed" or "" (remove)
         say "NODE_NAME is not set (downward API spec.nodeName); cannot label the node" >&2
         return 1
     fi
-    if [ -n "$1" ]; then arg="$label=$1"; else arg="$label-"; fi
+    if [ -n "$1" ]; then arg="$label=$1"; value="\"$1\""; else arg="$label-"; value=null; fi
     if command -v kubectl >/dev/null 2>&1; then
-        kubectl label node "$NODE_NAME" --overwrite "$arg"
+        # A JSON merge patch of the node's labels (kubectl reads the node first, so RBAC
+        # allows get and patch). Removing a label the node does not have is a no-op.
+        kubectl patch node "$NODE_NAME" --type=merge \
+            -p "{\"metadata\":{\"labels\":{\"$label\":$value}}}"
+        say "node $NODE_NAME: label $arg"
     else
         say "no kubectl in this image: run  kubectl label node $NODE_NAME --overwrite $arg"
     fi

@@ -131,6 +131,7 @@ fn clone_holder(
         flags |= libc::CLONE_NEWPID as libc::c_ulong;
     }
     let parent = std::process::id() as libc::pid_t;
+    let new_pid = spec.new_pid;
     let netns_fd = p.netns.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
     let host_ptr = p.hostname.as_ref().map(|h| h.as_ptr());
     let host_len = p.hostname.as_ref().map(|h| h.as_bytes().len()).unwrap_or(0);
@@ -153,7 +154,9 @@ fn clone_holder(
         // SAFETY: see above; the child only issues system calls and never returns.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::getppid() != parent {
+            // The shim died before the signal was armed. (In a new PID namespace getppid()
+            // is 0; there a dead shim shows as a failed `ok` write on the report pipe.)
+            if !new_pid && libc::getppid() != parent {
                 libc::_exit(126);
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();

@@ -248,6 +248,12 @@ impl Dispatcher {
                 "/nonexistent/tender-fuzz.sock".into(),
                 "fuzz".into(),
             );
+            let shutdown = Arc::new(tokio::sync::Notify::new());
+            let sandboxes = Arc::new(tender::sandbox::SandboxService::new(
+                "fuzz".into(),
+                reaper.clone(),
+                shutdown.clone(),
+            ));
             let shim = Arc::new(tender::service::Shim::new(
                 "fuzz".into(),
                 reaper,
@@ -257,9 +263,9 @@ impl Dispatcher {
                     binary_name: "/nonexistent/tender-fuzz-runtime".into(),
                     ..Options::default()
                 },
-                Arc::new(tokio::sync::Notify::new()),
+                shutdown,
             ));
-            tender::server::services(shim)
+            tender::server::services(shim, sandboxes)
         });
         Dispatcher { rt, services }
     }

@@ -1,0 +1,265 @@
+//! Pods without a pause container: containerd 2.x's CRI with a runtime handler
+//! `tender-shim` (`sandboxer = "shim"`, the README's `v3-tender-sandboxer` snippet) hands the
+//! pod to Tender's Sandbox API, and Tender holds the pod's namespaces with its own tiny
+//! holder process. Driven through the CRI gRPC API as the kubelet drives it.
+//!
+//! Runs on containerd 2.x only (`TENDER_E2E_CONTAINERD=2.1`, as `make test`'s matrix pass
+//! does): 1.x has no Sandbox API, so there the tests print why and pass. Needs root,
+//! containerd, runc and the CNI plugins (`make deps`); skips otherwise, fails when `CI=true`.
+
+mod common;
+mod cri;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cri::api;
+use cri::config::{self, Start};
+use cri::{is_state, CriNode};
+
+const WAIT: Duration = Duration::from_secs(15);
+/// The handler of the README's `v3-tender-sandboxer` snippet.
+const SHIM_HANDLER: &str = "tender-shim";
+/// argv[0] of Tender's namespace holder (src/sandbox/holder.rs).
+const HOLDER_NAME: &str = "tender-pod-holder";
+
+/// A node whose config is `containerd config default` plus the README's `v3-tender` and
+/// `v3-tender-sandboxer` snippets; None (after saying why) when the test cannot run here.
+fn sandbox_node(test: &str) -> Option<CriNode> {
+    if !common::e2e_enabled_with(test, &cri::prerequisites()) {
+        return None;
+    }
+    let build = common::containerd_version();
+    if build.version.0 < 2 {
+        common::notice(&format!(
+            "{test}: containerd {} has no Sandbox API (sandboxer = \"shim\" needs 2.x); \
+             run with TENDER_E2E_CONTAINERD=2.1",
+            build.minor_label()
+        ));
+        return None;
+    }
+    Some(CriNode::start_from_user(|l| {
+        let mut text = config::user_config(Start::ConfigDefault, &l.build);
+        text.push('\n');
+        text.push_str(&config::readme_snippet("v3-tender-sandboxer"));
+        text
+    }))
+}
+
+fn ns_opts(pid: api::NamespaceMode) -> api::NamespaceOption {
+    api::NamespaceOption {
+        network: api::NamespaceMode::Pod as i32,
+        pid: pid as i32,
+        ipc: api::NamespaceMode::Pod as i32,
+        target_id: String::new(),
+    }
+}
+
+fn container(name: &str, command: &[&str], pid: api::NamespaceMode) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: common::IMAGE_REF.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(api::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(api::LinuxContainerSecurityContext {
+                namespace_options: Some(ns_opts(pid)),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Holder processes (pid, argv) of sandbox `pod`.
+fn holders(pod: &str) -> Vec<(u32, Vec<String>)> {
+    common::processes()
+        .into_iter()
+        .filter(|(_, argv)| {
+            argv.first().is_some_and(|a| a == HOLDER_NAME) && argv.iter().any(|a| a == pod)
+        })
+        .collect()
+}
+
+/// Processes whose argv mentions `needle` (pause containers show up as `/pause`).
+fn processes_mentioning(needle: &str) -> Vec<(u32, Vec<String>)> {
+    common::processes()
+        .into_iter()
+        .filter(|(_, argv)| argv.iter().any(|a| a.contains(needle)))
+        .collect()
+}
+
+fn ns_link(pid: &str, ns: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs `cmd` in container `id` and returns its stdout (panics on a non-zero exit).
+fn exec_ok(node: &CriNode, id: &str, cmd: &[&str]) -> String {
+    let r = node
+        .cri
+        .exec_sync(id, cmd, 10)
+        .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {id}: {e}\n{}", node.log_tail(40)));
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{cmd:?} in {id}: stdout {:?} stderr {:?}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+/// CRI's per-pod directories (root: hostname, hosts, resolv.conf; state: shm).
+fn pod_dirs(node: &CriNode, pod: &str) -> (PathBuf, PathBuf) {
+    let sub = |base: &Path| base.join("io.containerd.grpc.v1.cri/sandboxes").join(pod);
+    (sub(&node.cd.root), sub(&node.cd.state))
+}
+
+fn start(node: &CriNode, pod: &str, c: &api::ContainerConfig, cfg: &api::PodSandboxConfig) -> String {
+    let id = node
+        .cri
+        .create_container(pod, c, cfg)
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", node.log_tail(60)));
+    node.cri
+        .start_container(&id)
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", node.log_tail(60)));
+    id
+}
+
+/// Stops and removes the pod, then checks nothing of it is left: holder, shim, mounts, CRI
+/// pod directories, the holder's cgroup.
+fn remove_and_check_clean(node: &CriNode, pod: &str) {
+    node.cri
+        .stop_pod_sandbox(pod)
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", node.log_tail(60)));
+    node.cri
+        .remove_pod_sandbox(pod)
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", node.log_tail(60)));
+    let gone = common::wait_until(WAIT, Duration::from_millis(100), || {
+        (holders(pod).is_empty()
+            && node.cd.shim_processes().iter().all(|(_, c)| !c.contains(pod)))
+        .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "holder or shim of {pod} left: {:?} {:?}",
+        holders(pod),
+        node.cd.shim_processes()
+    );
+    let mounts = cri::mounts_mentioning(&[pod]);
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    let (root, state) = pod_dirs(node, pod);
+    assert!(!root.exists() && !state.exists(), "pod dirs left: {root:?} {state:?}");
+    for r in cri::cgroup_roots(&node.cgroup_parent) {
+        assert!(!r.join(pod).exists(), "holder cgroup left: {}", r.join(pod).display());
+    }
+}
+
+/// The central case: a pod on `tender-shim` runs with no pause container and no runc call for
+/// the sandbox; its containers share the holder's network, IPC and UTS namespaces, see the
+/// pod's hostname, resolv.conf and a shared /dev/shm; the pod IP answers from another pod;
+/// stop + remove leave nothing behind.
+#[test]
+fn pod_runs_without_pause_container() {
+    const TEST: &str = "pod_runs_without_pause_container";
+    let Some(node) = sandbox_node(TEST) else {
+        return;
+    };
+    let cri = &node.cri;
+    let diag = || node.log_tail(80);
+    let mut cfg = node.pod_config("shimpod");
+    cfg.hostname = "shim-host".into();
+    cfg.dns_config = Some(api::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["default.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    let t0 = Instant::now();
+    let pod = cri
+        .run_pod_sandbox(&cfg, SHIM_HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox({SHIM_HANDLER}): {e}\n{}", diag()));
+    eprintln!("{TEST}: RunPodSandbox took {:?}", t0.elapsed());
+    let st = cri
+        .pod_sandbox_status(&pod, true)
+        .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}\n{}", diag()));
+    let status = st.status.clone().expect("status");
+    assert_eq!(status.state, api::PodSandboxState::Ready as i32, "{status:?}");
+    let ip = status.network.clone().map(|n| n.ip).unwrap_or_default();
+    assert!(
+        ip.starts_with(node.subnet.trim_end_matches("0/24")),
+        "pod IP {ip:?} not from {}",
+        node.subnet
+    );
+
+    // No pause: no process runs /pause, runc has no state for the sandbox id, one holder.
+    assert!(
+        processes_mentioning("/pause").iter().all(|(_, a)| !a.iter().any(|x| x.contains(&pod))),
+        "a pause process serves {pod}"
+    );
+    let runc_state = node.runc_root.join(cri::K8S_NAMESPACE).join(&pod);
+    assert!(!runc_state.exists(), "runc has a container for the sandbox: {runc_state:?}");
+    let h = holders(&pod);
+    assert_eq!(h.len(), 1, "one holder for {pod}: {h:?}");
+    let holder = h[0].0.to_string();
+
+    let a = start(&node, &pod, &container("a", &["sleep", "1000"], api::NamespaceMode::Container), &cfg);
+    let b = start(&node, &pod, &container("b", &["sleep", "1000"], api::NamespaceMode::Container), &cfg);
+    // The containers are served by the sandbox's shim (no other shim for the pod).
+    let shims: Vec<_> = node
+        .cd
+        .shim_processes()
+        .into_iter()
+        .filter(|(_, c)| c.contains(&pod) || c.contains(&a) || c.contains(&b))
+        .collect();
+    assert_eq!(shims.len(), 1, "one shim for the pod and its containers: {shims:?}");
+
+    // Namespaces: the holder's net/ipc/uts.
+    for id in [&a, &b] {
+        let pid = exec_ok(&node, id, &["sh", "-c", "echo $$"]);
+        let _ = pid;
+        for ns in ["net", "ipc", "uts"] {
+            let inside = exec_ok(&node, id, &["readlink", &format!("/proc/self/ns/{ns}")]);
+            assert_eq!(inside.trim(), ns_link(&holder, ns), "{ns} namespace of {id}");
+        }
+    }
+    assert_ne!(ns_link(&holder, "uts"), ns_link("self", "uts"), "holder has its own UTS");
+    assert_ne!(ns_link(&holder, "ipc"), ns_link("self", "ipc"), "holder has its own IPC");
+    assert_eq!(exec_ok(&node, &a, &["hostname"]).trim(), "shim-host");
+    assert_eq!(exec_ok(&node, &b, &["cat", "/etc/hostname"]).trim(), "shim-host");
+    let resolv = exec_ok(&node, &a, &["cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.contains("nameserver 10.96.0.10")
+            && resolv.contains("search default.svc.cluster.local")
+            && resolv.contains("options ndots:5"),
+        "resolv.conf: {resolv:?}"
+    );
+    assert!(exec_ok(&node, &a, &["ip", "-o", "-4", "addr"]).contains(&format!("{ip}/")));
+    // /dev/shm is the pod's tmpfs, shared.
+    exec_ok(&node, &a, &["sh", "-c", "echo shared > /dev/shm/x"]);
+    assert_eq!(exec_ok(&node, &b, &["cat", "/dev/shm/x"]).trim(), "shared");
+    let df = exec_ok(&node, &b, &["sh", "-c", "grep ' /dev/shm ' /proc/mounts"]);
+    assert!(df.contains("tmpfs") && df.contains("size=65536k"), "/dev/shm: {df:?}");
+
+    // The pod IP answers: a container of a second (classic) pod pings it over the bridge.
+    let other_cfg = node.pod_config("pinger");
+    let other = cri
+        .run_pod_sandbox(&other_cfg, cri::HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox(pinger): {e}\n{}", diag()));
+    let pinger = start(&node, &other, &container("p", &["sleep", "1000"], api::NamespaceMode::Container), &other_cfg);
+    let r = cri.exec_sync(&pinger, &["ping", "-c", "1", "-W", "3", &ip], 10).expect("exec ping");
+    assert_eq!(r.exit_code, 0, "ping {ip}: {}", String::from_utf8_lossy(&r.stdout));
+
+    remove_and_check_clean(&node, &pod);
+    let (done, _) = cri.wait_container(&a, Duration::from_millis(1), |s| is_state(s, api::ContainerState::Exited));
+    let _ = done;
+}

@@ -125,7 +125,12 @@ fn pod_dirs(node: &CriNode, pod: &str) -> (PathBuf, PathBuf) {
     (sub(&node.cd.root), sub(&node.cd.state))
 }
 
-fn start(node: &CriNode, pod: &str, c: &api::ContainerConfig, cfg: &api::PodSandboxConfig) -> String {
+fn start(
+    node: &CriNode,
+    pod: &str,
+    c: &api::ContainerConfig,
+    cfg: &api::PodSandboxConfig,
+) -> String {
     let id = node
         .cri
         .create_container(pod, c, cfg)
@@ -147,7 +152,11 @@ fn remove_and_check_clean(node: &CriNode, pod: &str) {
         .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", node.log_tail(60)));
     let gone = common::wait_until(WAIT, Duration::from_millis(100), || {
         (holders(pod).is_empty()
-            && node.cd.shim_processes().iter().all(|(_, c)| !c.contains(pod)))
+            && node
+                .cd
+                .shim_processes()
+                .iter()
+                .all(|(_, c)| !c.contains(pod)))
         .then_some(())
     });
     assert!(
@@ -159,9 +168,16 @@ fn remove_and_check_clean(node: &CriNode, pod: &str) {
     let mounts = cri::mounts_mentioning(&[pod]);
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     let (root, state) = pod_dirs(node, pod);
-    assert!(!root.exists() && !state.exists(), "pod dirs left: {root:?} {state:?}");
+    assert!(
+        !root.exists() && !state.exists(),
+        "pod dirs left: {root:?} {state:?}"
+    );
     for r in cri::cgroup_roots(&node.cgroup_parent) {
-        assert!(!r.join(pod).exists(), "holder cgroup left: {}", r.join(pod).display());
+        assert!(
+            !r.join(pod).exists(),
+            "holder cgroup left: {}",
+            r.join(pod).display()
+        );
     }
 }
 
@@ -193,7 +209,11 @@ fn pod_runs_without_pause_container() {
         .pod_sandbox_status(&pod, true)
         .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}\n{}", diag()));
     let status = st.status.clone().expect("status");
-    assert_eq!(status.state, api::PodSandboxState::Ready as i32, "{status:?}");
+    assert_eq!(
+        status.state,
+        api::PodSandboxState::Ready as i32,
+        "{status:?}"
+    );
     let ip = status.network.clone().map(|n| n.ip).unwrap_or_default();
     assert!(
         ip.starts_with(node.subnet.trim_end_matches("0/24")),
@@ -203,17 +223,32 @@ fn pod_runs_without_pause_container() {
 
     // No pause: no process runs /pause, runc has no state for the sandbox id, one holder.
     assert!(
-        processes_mentioning("/pause").iter().all(|(_, a)| !a.iter().any(|x| x.contains(&pod))),
+        processes_mentioning("/pause")
+            .iter()
+            .all(|(_, a)| !a.iter().any(|x| x.contains(&pod))),
         "a pause process serves {pod}"
     );
     let runc_state = node.runc_root.join(cri::K8S_NAMESPACE).join(&pod);
-    assert!(!runc_state.exists(), "runc has a container for the sandbox: {runc_state:?}");
+    assert!(
+        !runc_state.exists(),
+        "runc has a container for the sandbox: {runc_state:?}"
+    );
     let h = holders(&pod);
     assert_eq!(h.len(), 1, "one holder for {pod}: {h:?}");
     let holder = h[0].0.to_string();
 
-    let a = start(&node, &pod, &container("a", &["sleep", "1000"], api::NamespaceMode::Container), &cfg);
-    let b = start(&node, &pod, &container("b", &["sleep", "1000"], api::NamespaceMode::Container), &cfg);
+    let a = start(
+        &node,
+        &pod,
+        &container("a", &["sleep", "1000"], api::NamespaceMode::Container),
+        &cfg,
+    );
+    let b = start(
+        &node,
+        &pod,
+        &container("b", &["sleep", "1000"], api::NamespaceMode::Container),
+        &cfg,
+    );
     // The containers are served by the sandbox's shim (no other shim for the pod).
     let shims: Vec<_> = node
         .cd
@@ -221,7 +256,11 @@ fn pod_runs_without_pause_container() {
         .into_iter()
         .filter(|(_, c)| c.contains(&pod) || c.contains(&a) || c.contains(&b))
         .collect();
-    assert_eq!(shims.len(), 1, "one shim for the pod and its containers: {shims:?}");
+    assert_eq!(
+        shims.len(),
+        1,
+        "one shim for the pod and its containers: {shims:?}"
+    );
 
     // Namespaces: the holder's net/ipc/uts.
     for id in [&a, &b] {
@@ -229,13 +268,28 @@ fn pod_runs_without_pause_container() {
         let _ = pid;
         for ns in ["net", "ipc", "uts"] {
             let inside = exec_ok(&node, id, &["readlink", &format!("/proc/self/ns/{ns}")]);
-            assert_eq!(inside.trim(), ns_link(&holder, ns), "{ns} namespace of {id}");
+            assert_eq!(
+                inside.trim(),
+                ns_link(&holder, ns),
+                "{ns} namespace of {id}"
+            );
         }
     }
-    assert_ne!(ns_link(&holder, "uts"), ns_link("self", "uts"), "holder has its own UTS");
-    assert_ne!(ns_link(&holder, "ipc"), ns_link("self", "ipc"), "holder has its own IPC");
+    assert_ne!(
+        ns_link(&holder, "uts"),
+        ns_link("self", "uts"),
+        "holder has its own UTS"
+    );
+    assert_ne!(
+        ns_link(&holder, "ipc"),
+        ns_link("self", "ipc"),
+        "holder has its own IPC"
+    );
     assert_eq!(exec_ok(&node, &a, &["hostname"]).trim(), "shim-host");
-    assert_eq!(exec_ok(&node, &b, &["cat", "/etc/hostname"]).trim(), "shim-host");
+    assert_eq!(
+        exec_ok(&node, &b, &["cat", "/etc/hostname"]).trim(),
+        "shim-host"
+    );
     let resolv = exec_ok(&node, &a, &["cat", "/etc/resolv.conf"]);
     assert!(
         resolv.contains("nameserver 10.96.0.10")
@@ -243,23 +297,40 @@ fn pod_runs_without_pause_container() {
             && resolv.contains("options ndots:5"),
         "resolv.conf: {resolv:?}"
     );
-    assert!(exec_ok(&node, &a, &["ip", "-o", "-4", "addr"]).contains(&format!("{ip}/")));
+    assert!(exec_ok(&node, &a, &["busybox", "ip", "-o", "-4", "addr"]).contains(&format!("{ip}/")));
     // /dev/shm is the pod's tmpfs, shared.
     exec_ok(&node, &a, &["sh", "-c", "echo shared > /dev/shm/x"]);
     assert_eq!(exec_ok(&node, &b, &["cat", "/dev/shm/x"]).trim(), "shared");
     let df = exec_ok(&node, &b, &["sh", "-c", "grep ' /dev/shm ' /proc/mounts"]);
-    assert!(df.contains("tmpfs") && df.contains("size=65536k"), "/dev/shm: {df:?}");
+    assert!(
+        df.contains("tmpfs") && df.contains("size=65536k"),
+        "/dev/shm: {df:?}"
+    );
 
     // The pod IP answers: a container of a second (classic) pod pings it over the bridge.
     let other_cfg = node.pod_config("pinger");
     let other = cri
         .run_pod_sandbox(&other_cfg, cri::HANDLER)
         .unwrap_or_else(|e| panic!("RunPodSandbox(pinger): {e}\n{}", diag()));
-    let pinger = start(&node, &other, &container("p", &["sleep", "1000"], api::NamespaceMode::Container), &other_cfg);
-    let r = cri.exec_sync(&pinger, &["ping", "-c", "1", "-W", "3", &ip], 10).expect("exec ping");
-    assert_eq!(r.exit_code, 0, "ping {ip}: {}", String::from_utf8_lossy(&r.stdout));
+    let pinger = start(
+        &node,
+        &other,
+        &container("p", &["sleep", "1000"], api::NamespaceMode::Container),
+        &other_cfg,
+    );
+    let r = cri
+        .exec_sync(&pinger, &["busybox", "ping", "-c", "1", "-W", "3", &ip], 10)
+        .expect("exec ping");
+    assert_eq!(
+        r.exit_code,
+        0,
+        "ping {ip}: {}",
+        String::from_utf8_lossy(&r.stdout)
+    );
 
     remove_and_check_clean(&node, &pod);
-    let (done, _) = cri.wait_container(&a, Duration::from_millis(1), |s| is_state(s, api::ContainerState::Exited));
+    let (done, _) = cri.wait_container(&a, Duration::from_millis(1), |s| {
+        is_state(s, api::ContainerState::Exited)
+    });
     let _ = done;
 }

@@ -334,3 +334,357 @@ fn pod_runs_without_pause_container() {
     });
     let _ = done;
 }
+
+/// Zombie processes (state Z) in the PID namespace of `holder`.
+fn zombies_in_pid_ns_of(holder: &str) -> Vec<u32> {
+    let ns = ns_link(holder, "pid");
+    common::processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| ns_link(&pid.to_string(), "pid") == ns)
+        .filter(|pid| common::process_state(*pid) == Some('Z'))
+        .collect()
+}
+
+/// `shareProcessNamespace`: containers with PID mode POD share the holder's PID namespace,
+/// where the holder is PID 1, so they see each other and orphans are reaped. Namespaced
+/// sysctls of the pod are set inside the pod and nowhere else.
+#[test]
+fn shared_pid_namespace_reaps_orphans_and_sysctls_apply() {
+    const TEST: &str = "shared_pid_namespace_reaps_orphans_and_sysctls_apply";
+    let Some(node) = sandbox_node(TEST) else {
+        return;
+    };
+    let mut cfg = node.pod_config("sharedpid");
+    if let Some(linux) = cfg.linux.as_mut() {
+        linux.sysctls.insert("kernel.msgmax".into(), "12345".into());
+        linux
+            .sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "1000".into());
+        if let Some(ns) = linux
+            .security_context
+            .as_mut()
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.pid = api::NamespaceMode::Pod as i32;
+        }
+    }
+    let host_msgmax = fs::read_to_string("/proc/sys/kernel/msgmax").unwrap_or_default();
+    let pod = node
+        .cri
+        .run_pod_sandbox(&cfg, SHIM_HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.log_tail(60)));
+    let holder = holders(&pod)
+        .first()
+        .map(|(p, _)| p.to_string())
+        .expect("holder");
+    let a = start(
+        &node,
+        &pod,
+        &container("a", &["sleep", "1000"], api::NamespaceMode::Pod),
+        &cfg,
+    );
+    let b = start(
+        &node,
+        &pod,
+        &container("b", &["sleep", "2000"], api::NamespaceMode::Pod),
+        &cfg,
+    );
+    // PID 1 of the pod is the holder; each container sees the other's process.
+    let init = exec_ok(&node, &a, &["cat", "/proc/1/cmdline"]);
+    assert!(init.starts_with(HOLDER_NAME), "PID 1 in the pod: {init:?}");
+    let ps = exec_ok(&node, &a, &["ps", "-o", "args"]);
+    assert!(
+        ps.contains("sleep 2000"),
+        "container a does not see b: {ps}"
+    );
+    let ps = exec_ok(&node, &b, &["ps", "-o", "args"]);
+    assert!(
+        ps.contains("sleep 1000"),
+        "container b does not see a: {ps}"
+    );
+    assert_eq!(
+        exec_ok(&node, &a, &["readlink", "/proc/self/ns/pid"]).trim(),
+        ns_link(&holder, "pid")
+    );
+    // Orphans: the subshell exits at once, its `sleep` is reparented to PID 1 (the holder)
+    // and must be reaped when it ends.
+    for _ in 0..5 {
+        exec_ok(&node, &b, &["sh", "-c", "(sleep 0.3 &) ; true"]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let z = zombies_in_pid_ns_of(&holder);
+    assert!(
+        z.is_empty(),
+        "zombies left in the pod's PID namespace: {z:?}"
+    );
+    // Sysctls: set in the pod, not on the node.
+    assert_eq!(
+        exec_ok(&node, &a, &["cat", "/proc/sys/kernel/msgmax"]).trim(),
+        "12345"
+    );
+    assert_eq!(
+        exec_ok(
+            &node,
+            &a,
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+        )
+        .trim(),
+        "1000"
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/msgmax").unwrap_or_default(),
+        host_msgmax,
+        "the node's kernel.msgmax changed"
+    );
+    // A node-wide sysctl is refused with a clear error, and leaves nothing behind.
+    let mut bad = node.pod_config("badsysctl");
+    if let Some(linux) = bad.linux.as_mut() {
+        linux.sysctls.insert("kernel.domainname".into(), "x".into());
+    }
+    let err = node
+        .cri
+        .run_pod_sandbox(&bad, SHIM_HANDLER)
+        .expect_err("a pod with a node-wide sysctl must not start");
+    assert!(
+        err.message().contains("not namespaced"),
+        "unclear error for a node-wide sysctl: {err}"
+    );
+    remove_and_check_clean(&node, &pod);
+}
+
+/// hostIPC + hostPID: the holder stays in the node's IPC and PID namespaces (containers join
+/// them through it), CRI uses the node's /dev/shm (no pod tmpfs), the pod still has its own
+/// network and UTS namespaces.
+#[test]
+fn host_ipc_and_host_pid_pod() {
+    const TEST: &str = "host_ipc_and_host_pid_pod";
+    let Some(node) = sandbox_node(TEST) else {
+        return;
+    };
+    let mut cfg = node.pod_config("hostipcpid");
+    if let Some(ns) = cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = api::NamespaceMode::Node as i32;
+        ns.ipc = api::NamespaceMode::Node as i32;
+    }
+    let pod = node
+        .cri
+        .run_pod_sandbox(&cfg, SHIM_HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.log_tail(60)));
+    let holder = holders(&pod)
+        .first()
+        .map(|(p, _)| p.to_string())
+        .expect("holder");
+    for ns in ["ipc", "pid"] {
+        assert_eq!(
+            ns_link(&holder, ns),
+            ns_link("self", ns),
+            "holder {ns} namespace"
+        );
+    }
+    assert_ne!(
+        ns_link(&holder, "net"),
+        ns_link("self", "net"),
+        "holder network namespace"
+    );
+    let mut c = container("a", &["sleep", "1000"], api::NamespaceMode::Node);
+    if let Some(ns) = c
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.ipc = api::NamespaceMode::Node as i32;
+    }
+    let a = start(&node, &pod, &c, &cfg);
+    for ns in ["ipc", "pid"] {
+        let inside = exec_ok(&node, &a, &["readlink", &format!("/proc/self/ns/{ns}")]);
+        assert_eq!(
+            inside.trim(),
+            ns_link("self", ns),
+            "container {ns} namespace"
+        );
+    }
+    let (_, state) = pod_dirs(&node, &pod);
+    let shm_mounts = common::mounts_containing(&state.join("shm").display().to_string());
+    assert!(
+        shm_mounts.is_empty(),
+        "a pod shm tmpfs with hostIPC: {shm_mounts:?}"
+    );
+    remove_and_check_clean(&node, &pod);
+}
+
+/// containerd restarts under a running pod: the holder, the shim and the container keep
+/// running, CRI reconnects and finds the pod ready, the pod files CRI removed come back, and
+/// a new container still joins the pod.
+#[test]
+fn pod_survives_containerd_restart() {
+    const TEST: &str = "pod_survives_containerd_restart";
+    let Some(node) = sandbox_node(TEST) else {
+        return;
+    };
+    let mut cfg = node.pod_config("restart");
+    cfg.hostname = "restart-host".into();
+    let pod = node
+        .cri
+        .run_pod_sandbox(&cfg, SHIM_HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.log_tail(60)));
+    let holder = holders(&pod).first().map(|(p, _)| *p).expect("holder");
+    let a = start(
+        &node,
+        &pod,
+        &container("a", &["sleep", "1000"], api::NamespaceMode::Container),
+        &cfg,
+    );
+
+    node.cd.restart();
+    let ready = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let st = node.cri.pod_sandbox_status(&pod, false).ok()?;
+        (st.status?.state == api::PodSandboxState::Ready as i32).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "pod not ready after the restart\n{}",
+        node.log_tail(80)
+    );
+    assert!(
+        common::process_alive(holder),
+        "holder {holder} died with containerd"
+    );
+    let (done, st) = node.cri.wait_container(&a, Duration::from_secs(5), |s| {
+        is_state(s, api::ContainerState::Running)
+    });
+    assert!(done, "container a not running after the restart: {st:?}");
+    assert_eq!(exec_ok(&node, &a, &["hostname"]).trim(), "restart-host");
+    // The pod files are there again (CRI removes them for shim pods when it starts).
+    let (root, _) = pod_dirs(&node, &pod);
+    let back = common::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        root.join("hostname").is_file().then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "{} not recreated after the restart",
+        root.display()
+    );
+    let b = start(
+        &node,
+        &pod,
+        &container("b", &["sleep", "1000"], api::NamespaceMode::Container),
+        &cfg,
+    );
+    assert_eq!(
+        exec_ok(&node, &b, &["cat", "/etc/hostname"]).trim(),
+        "restart-host"
+    );
+    assert_eq!(
+        exec_ok(&node, &b, &["readlink", "/proc/self/ns/net"]).trim(),
+        ns_link(&holder.to_string(), "net")
+    );
+    remove_and_check_clean(&node, &pod);
+}
+
+/// The shim is SIGKILLed: the holder dies with it, CRI reports the pod NOTREADY, and stopping
+/// and removing the pod leaves nothing behind (the `delete` action cleans up).
+#[test]
+fn shim_killed_pod_not_ready_and_cleaned() {
+    const TEST: &str = "shim_killed_pod_not_ready_and_cleaned";
+    let Some(node) = sandbox_node(TEST) else {
+        return;
+    };
+    let cfg = node.pod_config("shimkill");
+    let pod = node
+        .cri
+        .run_pod_sandbox(&cfg, SHIM_HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.log_tail(60)));
+    let holder = holders(&pod).first().map(|(p, _)| *p).expect("holder");
+    let _a = start(
+        &node,
+        &pod,
+        &container("a", &["sleep", "1000"], api::NamespaceMode::Container),
+        &cfg,
+    );
+    let shim = node
+        .cd
+        .shim_processes()
+        .into_iter()
+        .find(|(_, c)| c.contains(&pod))
+        .map(|(p, _)| p)
+        .expect("the pod's shim");
+    assert!(
+        common::send_signal(shim, libc_sigkill()),
+        "kill -9 shim {shim}"
+    );
+    let gone = common::wait_until(WAIT, Duration::from_millis(50), || {
+        (!common::process_alive(holder)).then_some(())
+    });
+    assert!(gone.is_some(), "holder {holder} outlived its shim");
+    let not_ready = common::wait_until(WAIT, Duration::from_millis(100), || {
+        let st = node.cri.pod_sandbox_status(&pod, false).ok()?;
+        (st.status?.state == api::PodSandboxState::NotReady as i32).then_some(())
+    });
+    assert!(
+        not_ready.is_some(),
+        "pod still ready after its shim died\n{}",
+        node.log_tail(60)
+    );
+    // The container died too (containerd ran the `delete` action for it: runc delete --force).
+    let dead = common::wait_until(WAIT, Duration::from_millis(100), || {
+        processes_mentioning("sleep")
+            .iter()
+            .all(|(p, a)| !(a.iter().any(|x| x == "1000") && in_cgroup_of(*p, &node.cgroup_parent)))
+            .then_some(())
+    });
+    assert!(dead.is_some(), "the pod's container outlived its shim");
+    // The `delete` action removed the pod files, the shm mount and the holder's cgroup.
+    let (root, state) = pod_dirs(&node, &pod);
+    let cleaned = common::wait_until(WAIT, Duration::from_millis(100), || {
+        (!root.exists() && !state.exists() && cri::mounts_mentioning(&[&pod]).is_empty())
+            .then_some(())
+    });
+    assert!(
+        cleaned.is_some(),
+        "pod files or mounts left after the shim died: {root:?} {state:?} {:?}",
+        cri::mounts_mentioning(&[&pod])
+    );
+    for r in cri::cgroup_roots(&node.cgroup_parent) {
+        assert!(
+            !r.join(&pod).exists(),
+            "holder cgroup left: {}",
+            r.join(&pod).display()
+        );
+    }
+    // CRI stops and removes the pod. containerd 2.1.9 needs retries: right after the shim's
+    // death its TaskExit handler still deletes the container's task through the dead shim's
+    // closed connection (`failed to delete task: ttrpc: closed`) and RemovePodSandbox answers
+    // "container is still running" until a later retry of that handler succeeds.
+    let removed = common::wait_until(Duration::from_secs(30), Duration::from_millis(500), || {
+        node.cri.stop_pod_sandbox(&pod).ok()?;
+        node.cri.remove_pod_sandbox(&pod).ok()
+    });
+    assert!(
+        removed.is_some(),
+        "CRI cannot remove the pod after its shim died\n{}",
+        node.log_tail(60)
+    );
+    let left = node.cd.shim_processes();
+    assert!(
+        left.iter().all(|(_, c)| !c.contains(&pod)),
+        "shim left: {left:?}"
+    );
+}
+
+/// Whether `pid` is in a cgroup under `parent`.
+fn in_cgroup_of(pid: u32, parent: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|c| c.contains(parent))
+        .unwrap_or(false)
+}
+
+fn libc_sigkill() -> i32 {
+    9
+}

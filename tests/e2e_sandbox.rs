@@ -240,7 +240,11 @@ fn pod_runs_without_pause_container() {
     let a = start(
         &node,
         &pod,
-        &container("a", &["sleep", "1000"], api::NamespaceMode::Container),
+        &container(
+            "a",
+            &["sh", "-c", "echo hello from a shim pod; exec sleep 1000"],
+            api::NamespaceMode::Container,
+        ),
         &cfg,
     );
     let b = start(
@@ -262,6 +266,13 @@ fn pod_runs_without_pause_container() {
         "one shim for the pod and its containers: {shims:?}"
     );
 
+    // The container's output reaches its CRI log.
+    let log = Path::new(&cfg.log_directory).join("a.log");
+    let logged = common::wait_until(WAIT, Duration::from_millis(50), || {
+        let lines = cri::parse_cri_log(&fs::read(&log).unwrap_or_default()).ok()?;
+        (cri::stream_bytes(&lines, "stdout") == b"hello from a shim pod\n").then_some(())
+    });
+    assert!(logged.is_some(), "log {:?}", fs::read_to_string(&log));
     // Namespaces: the holder's net/ipc/uts.
     for id in [&a, &b] {
         let pid = exec_ok(&node, id, &["sh", "-c", "echo $$"]);
@@ -571,6 +582,14 @@ fn pod_survives_containerd_restart() {
         "{} not recreated after the restart",
         root.display()
     );
+    // Whatever removed them, the next status query puts them back.
+    fs::remove_dir_all(&root).unwrap_or_else(|e| panic!("rm {}: {e}", root.display()));
+    node.cri
+        .pod_sandbox_status(&pod, false)
+        .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}"));
+    for f in ["hostname", "hosts", "resolv.conf"] {
+        assert!(root.join(f).is_file(), "{f} not recreated by SandboxStatus");
+    }
     let b = start(
         &node,
         &pod,
@@ -687,4 +706,372 @@ fn in_cgroup_of(pid: u32, parent: &str) -> bool {
 
 fn libc_sigkill() -> i32 {
     9
+}
+
+// ---------------------------------------------------------------------------
+// Protocol level: the Sandbox API without containerd
+// ---------------------------------------------------------------------------
+
+mod proto {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use containerd_shim_protos::api as task;
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use containerd_shim_protos::protobuf::Message;
+    use containerd_shim_protos::sandbox_api as sb;
+
+    pub const SERVICE: &str = "containerd.runtime.sandbox.v1.Sandbox";
+
+    /// containerd's shim sandbox controller layout in a private directory.
+    pub struct Layout {
+        pub dir: PathBuf,
+        pub namespace: String,
+        pub id: String,
+        pub bundle: PathBuf,
+    }
+
+    impl Layout {
+        pub fn new(tag: &str) -> Layout {
+            let id = crate::common::unique_id(tag);
+            let dir = std::env::temp_dir().join(format!("tender-sbx-{id}"));
+            let namespace = "sbx-proto".to_string();
+            let ctl = "io.containerd.sandbox.controller.v1.shim";
+            let bundle = dir.join("state").join(ctl).join(&namespace).join(&id);
+            let work = dir.join("root").join(ctl).join(&namespace).join(&id);
+            for d in [&bundle, &work] {
+                std::fs::create_dir_all(d).expect("mkdir");
+            }
+            std::os::unix::fs::symlink(&work, bundle.join("work")).expect("work link");
+            Layout {
+                dir,
+                namespace,
+                id,
+                bundle,
+            }
+        }
+
+        pub fn cri_root_dir(&self) -> PathBuf {
+            self.dir
+                .join("root/io.containerd.grpc.v1.cri/sandboxes")
+                .join(&self.id)
+        }
+
+        pub fn cri_state_dir(&self) -> PathBuf {
+            self.dir
+                .join("state/io.containerd.grpc.v1.cri/sandboxes")
+                .join(&self.id)
+        }
+
+        /// The shim's `start` action in the bundle (no config.json): the address.
+        pub fn start_shim(&self) -> String {
+            let out = Command::new(crate::common::SHIM_BIN)
+                .args([
+                    "-namespace",
+                    &self.namespace,
+                    "-address",
+                    "/run/tender-sbx-test/containerd.sock",
+                    "-publish-binary",
+                    "/bin/true",
+                    "-id",
+                    &self.id,
+                    "start",
+                ])
+                .current_dir(&self.bundle)
+                .env(
+                    "TTRPC_ADDRESS",
+                    "/run/tender-sbx-test/containerd.sock.ttrpc",
+                )
+                .stdin(Stdio::null())
+                .output()
+                .expect("shim start");
+            assert!(
+                out.status.success(),
+                "start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    }
+
+    impl Drop for Layout {
+        fn drop(&mut self) {
+            let shm = self.cri_state_dir().join("shm");
+            let _ = Command::new("umount").arg("-l").arg(&shm).status();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    pub fn pod_any(cfg: &crate::cri::api::PodSandboxConfig) -> Any {
+        use prost::Message as _;
+        let mut any = Any::new();
+        any.type_url = "runtime.v1.PodSandboxConfig".into();
+        any.value = cfg.encode_to_vec();
+        any
+    }
+
+    pub async fn call<M: Message>(
+        client: &ttrpc::asynchronous::Client,
+        service: &str,
+        method: &str,
+        req: &impl Message,
+    ) -> Result<M, ttrpc::Error> {
+        let r = ttrpc::Request {
+            service: service.into(),
+            method: method.into(),
+            payload: req.write_to_bytes().expect("encode"),
+            timeout_nano: Duration::from_secs(10).as_nanos() as i64,
+            ..Default::default()
+        };
+        let resp = client.request(r).await?;
+        Ok(M::parse_from_bytes(&resp.payload).expect("decode response"))
+    }
+
+    pub fn code(e: &ttrpc::Error) -> ttrpc::Code {
+        match e {
+            ttrpc::Error::RpcStatus(s) => s.code(),
+            _ => ttrpc::Code::UNKNOWN,
+        }
+    }
+
+    pub fn create_req(l: &Layout, netns: &str, options: Option<Any>) -> sb::CreateSandboxRequest {
+        let mut r = sb::CreateSandboxRequest::new();
+        r.sandbox_id = l.id.clone();
+        r.bundle_path = l.bundle.display().to_string();
+        r.netns_path = netns.into();
+        r.options = options.into();
+        r
+    }
+
+    pub fn id_req<T: Message + Default>(set: impl FnOnce(&mut T)) -> T {
+        let mut r = T::default();
+        set(&mut r);
+        r
+    }
+
+    pub fn connect_req(id: &str) -> task::ConnectRequest {
+        let mut r = task::ConnectRequest::new();
+        r.id = id.into();
+        r
+    }
+
+    pub fn is_mountpoint(p: &Path) -> bool {
+        crate::common::mounts_containing(&p.display().to_string())
+            .iter()
+            .any(|m| Path::new(m) == p)
+    }
+}
+
+/// hostNetwork at the protocol level: containerd 2.1.9 panics before it starts the shim for
+/// such a pod (nil pointer in `core/runtime/v2.NewBundle` from the shim sandbox controller's
+/// Create), so Tender's side is driven directly, as containerd 2.3 drives it: an empty
+/// `netns_path`, the holder in the node's network and UTS namespaces, its own IPC and PID
+/// namespaces, the pod files, Task `Connect` for the sandbox id, Stop → Wait (137) → NOTREADY,
+/// Shutdown → the shim exits and removes everything. Bad requests get clear errors.
+#[test]
+fn host_network_pod_at_protocol_level() {
+    const TEST: &str = "host_network_pod_at_protocol_level";
+    if !common::e2e_enabled(TEST) {
+        return;
+    }
+    use containerd_shim_protos::api as task;
+    use containerd_shim_protos::sandbox_api as sb;
+    use proto::*;
+
+    let l = Layout::new("hostnet");
+    let address = l.start_shim();
+    let mut cfg = api::PodSandboxConfig {
+        hostname: "hostnet-pod".into(),
+        dns_config: Some(api::DnsConfig {
+            servers: vec!["10.0.0.10".into()],
+            searches: vec![],
+            options: vec!["ndots:2".into()],
+        }),
+        ..Default::default()
+    };
+    cfg.linux = Some(api::LinuxPodSandboxConfig {
+        security_context: Some(api::LinuxSandboxSecurityContext {
+            namespace_options: Some(api::NamespaceOption {
+                network: api::NamespaceMode::Node as i32,
+                pid: api::NamespaceMode::Pod as i32,
+                ipc: api::NamespaceMode::Pod as i32,
+                target_id: String::new(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = ttrpc::asynchronous::Client::connect(&address)
+            .await
+            .expect("connect");
+        // Refused: options of another type, garbage, a netns for a hostNetwork pod, a bad id.
+        let mut wrong = pod_any(&cfg);
+        wrong.type_url = "containerd.runc.v1.Options".into();
+        let mut garbage = pod_any(&cfg);
+        garbage.value = vec![0x42, 0xff, 0x01];
+        for (what, req) in [
+            ("wrong type", create_req(&l, "", Some(wrong))),
+            ("garbage", create_req(&l, "", Some(garbage))),
+            (
+                "netns with host network",
+                create_req(&l, "/proc/self/ns/net", Some(pod_any(&cfg))),
+            ),
+        ] {
+            let e = call::<sb::CreateSandboxResponse>(&c, SERVICE, "CreateSandbox", &req)
+                .await
+                .expect_err(what);
+            assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{what}: {e:?}");
+        }
+        let mut bad_id = create_req(&l, "", Some(pod_any(&cfg)));
+        bad_id.sandbox_id = "../x".into();
+        let e = call::<sb::CreateSandboxResponse>(&c, SERVICE, "CreateSandbox", &bad_id)
+            .await
+            .expect_err("bad id");
+        assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+
+        let req = create_req(&l, "", Some(pod_any(&cfg)));
+        call::<sb::CreateSandboxResponse>(&c, SERVICE, "CreateSandbox", &req)
+            .await
+            .expect("CreateSandbox");
+        let e = call::<sb::CreateSandboxResponse>(&c, SERVICE, "CreateSandbox", &req)
+            .await
+            .expect_err("twice");
+        assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS, "{e:?}");
+        let id = l.id.clone();
+        let started: sb::StartSandboxResponse = call(
+            &c,
+            SERVICE,
+            "StartSandbox",
+            &id_req(|r: &mut sb::StartSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("StartSandbox");
+        let pid = started.pid.to_string();
+        assert!(started.pid > 0);
+        for ns in ["net", "uts"] {
+            assert_eq!(
+                ns_link(&pid, ns),
+                ns_link("self", ns),
+                "holder {ns}: the node's"
+            );
+        }
+        for ns in ["ipc", "pid"] {
+            assert_ne!(
+                ns_link(&pid, ns),
+                ns_link("self", ns),
+                "holder {ns}: its own"
+            );
+        }
+        let root = l.cri_root_dir();
+        // As containerd's pause controller writes it: the pod's hostname, also with hostNetwork
+        // (the UTS namespace, and so `hostname`, stays the node's).
+        assert_eq!(
+            fs::read_to_string(root.join("hostname")).expect("hostname file"),
+            "hostnet-pod\n"
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("resolv.conf")).expect("resolv.conf"),
+            "nameserver 10.0.0.10\noptions ndots:2\n"
+        );
+        assert!(root.join("hosts").is_file());
+        assert!(is_mountpoint(&l.cri_state_dir().join("shm")), "shm tmpfs");
+
+        let st: sb::SandboxStatusResponse = call(
+            &c,
+            SERVICE,
+            "SandboxStatus",
+            &id_req(|r: &mut sb::SandboxStatusRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("SandboxStatus");
+        assert_eq!((st.state.as_str(), st.pid), ("SANDBOX_READY", started.pid));
+        assert_eq!(st.sandbox_id, id);
+        let conn: task::ConnectResponse =
+            call(&c, "containerd.task.v2.Task", "Connect", &connect_req(&id))
+                .await
+                .expect("Task Connect");
+        assert_eq!(
+            conn.task_pid, started.pid,
+            "Connect answers the holder's pid"
+        );
+        let platform: sb::PlatformResponse = call(
+            &c,
+            SERVICE,
+            "Platform",
+            &id_req(|r: &mut sb::PlatformRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("Platform");
+        assert_eq!(platform.platform.os, "linux");
+
+        // Stop: the holder is killed, reaped once, Wait returns, status NOTREADY.
+        let waiter = {
+            let c = c.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                call::<sb::WaitSandboxResponse>(
+                    &c,
+                    SERVICE,
+                    "WaitSandbox",
+                    &id_req(|r: &mut sb::WaitSandboxRequest| r.sandbox_id = id),
+                )
+                .await
+            })
+        };
+        call::<sb::StopSandboxResponse>(
+            &c,
+            SERVICE,
+            "StopSandbox",
+            &id_req(|r: &mut sb::StopSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("StopSandbox");
+        let waited = waiter.await.expect("join").expect("WaitSandbox");
+        assert_eq!(waited.exit_status, 137);
+        assert!(
+            !common::process_alive(started.pid),
+            "holder alive after Stop"
+        );
+        let st: sb::SandboxStatusResponse = call(
+            &c,
+            SERVICE,
+            "SandboxStatus",
+            &id_req(|r: &mut sb::SandboxStatusRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("SandboxStatus");
+        assert_eq!(st.state, "SANDBOX_NOTREADY");
+
+        call::<sb::ShutdownSandboxResponse>(
+            &c,
+            SERVICE,
+            "ShutdownSandbox",
+            &id_req(|r: &mut sb::ShutdownSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("ShutdownSandbox answers before the shim exits");
+    });
+    let socket = PathBuf::from(address.trim_start_matches("unix://"));
+    let gone = common::wait_until(WAIT, Duration::from_millis(50), || {
+        (!socket.exists()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the shim did not exit after ShutdownSandbox"
+    );
+    assert!(
+        !l.cri_root_dir().exists() && !l.cri_state_dir().exists(),
+        "pod files left"
+    );
+    assert!(
+        common::mounts_containing(&l.id).is_empty(),
+        "mounts left: {:?}",
+        common::mounts_containing(&l.id)
+    );
 }

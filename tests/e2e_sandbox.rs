@@ -553,6 +553,11 @@ fn pod_survives_containerd_restart() {
         &cfg,
     );
 
+    exec_ok(
+        &node,
+        &a,
+        &["sh", "-c", "echo before-restart > /dev/shm/mark"],
+    );
     node.cd.restart();
     let ready = common::wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
         let st = node.cri.pod_sandbox_status(&pod, false).ok()?;
@@ -599,6 +604,11 @@ fn pod_survives_containerd_restart() {
     assert_eq!(
         exec_ok(&node, &b, &["cat", "/etc/hostname"]).trim(),
         "restart-host"
+    );
+    // The pod's /dev/shm is still the one tmpfs: written before the restart by a, read by b.
+    assert_eq!(
+        exec_ok(&node, &b, &["cat", "/dev/shm/mark"]).trim(),
+        "before-restart"
     );
     assert_eq!(
         exec_ok(&node, &b, &["readlink", "/proc/self/ns/net"]).trim(),

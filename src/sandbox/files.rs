@@ -8,8 +8,13 @@
 //! a `work` symlink to `<root>/io.containerd.sandbox.controller.v1.shim/<ns>/<id>`. Any other
 //! layout is refused with an error naming what was expected.
 //!
+//! The shm tmpfs itself is mounted on `<bundle>/shm` (containerd leaves the sandbox bundle
+//! alone) and bind-mounted where CRI looks: when containerd restarts, CRI unmounts and removes
+//! its directories of shim pods, and the bind made again afterwards is the same tmpfs, so
+//! containers started before and after the restart still share /dev/shm.
+//!
 //! Invariant: every path written or mounted here is under one of the two `sandboxes/<id>`
-//! directories, and `remove` takes all of it away (unmount first).
+//! directories or is `<bundle>/shm`, and `remove` takes all of it away (unmount first).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +31,9 @@ pub struct PodFiles {
     pub root_dir: PathBuf,
     /// `<state>/io.containerd.grpc.v1.cri/sandboxes/<id>`
     pub state_dir: PathBuf,
+    /// `<bundle>/shm`: the pod's shm tmpfs (bind-mounted to `state_dir/shm`).
+    #[serde(default)]
+    pub shm_source: Option<PathBuf>,
 }
 
 /// `<base>/io.containerd.sandbox.controller.v1.shim/<ns>/<id>` → `<base>`.
@@ -53,6 +61,7 @@ impl PodFiles {
         Ok(PodFiles {
             root_dir: sub(root),
             state_dir: sub(state),
+            shm_source: Some(bundle.join("shm")),
         })
     }
 
@@ -97,31 +106,56 @@ impl PodFiles {
     }
 
     fn mount_shm(&self) -> Result<(), String> {
+        use nix::mount::{mount, MsFlags};
+        let mkdir = |d: &Path| {
+            std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))
+        };
         let shm = self.shm();
-        std::fs::create_dir_all(&shm).map_err(|e| format!("create {}: {e}", shm.display()))?;
+        mkdir(&shm)?;
         if is_mountpoint(&shm) {
             return Ok(());
         }
-        use nix::mount::{mount, MsFlags};
-        mount(
-            Some("shm"),
-            &shm,
-            Some("tmpfs"),
-            MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(SHM_OPTIONS),
-        )
-        .map_err(|e| format!("mount shm tmpfs on {}: {e}", shm.display()))
+        let source = self.shm_source.as_deref().unwrap_or(&shm);
+        mkdir(source)?;
+        if !is_mountpoint(source) {
+            mount(
+                Some("shm"),
+                source,
+                Some("tmpfs"),
+                MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(SHM_OPTIONS),
+            )
+            .map_err(|e| format!("mount shm tmpfs on {}: {e}", source.display()))?;
+        }
+        if source != shm {
+            mount(
+                Some(source),
+                &shm,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind {} to {}: {e}", source.display(), shm.display()))?;
+        }
+        Ok(())
     }
 
     /// Unmounts the shm tmpfs and removes both directories. Errors are reported, the rest is
     /// still removed.
     pub fn remove(&self) -> Result<(), String> {
         let mut errors = Vec::new();
-        let shm = self.shm();
-        while is_mountpoint(&shm) {
-            if let Err(e) = nix::mount::umount2(&shm, nix::mount::MntFlags::MNT_DETACH) {
-                errors.push(format!("unmount {}: {e}", shm.display()));
-                break;
+        for shm in [Some(self.shm()), self.shm_source.clone()]
+            .into_iter()
+            .flatten()
+        {
+            while is_mountpoint(&shm) {
+                if let Err(e) = nix::mount::umount2(&shm, nix::mount::MntFlags::MNT_DETACH) {
+                    errors.push(format!("unmount {}: {e}", shm.display()));
+                    break;
+                }
+            }
+            if shm.exists() && shm.parent() != Some(self.state_dir.as_path()) {
+                let _ = std::fs::remove_dir(&shm);
             }
         }
         for d in [&self.root_dir, &self.state_dir] {

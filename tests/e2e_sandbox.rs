@@ -1085,3 +1085,49 @@ fn host_network_pod_at_protocol_level() {
         common::mounts_containing(&l.id)
     );
 }
+
+/// The holder dies on its own (here: SIGKILL, as an OOM kill would): its exit is the pod's
+/// exit — CRI sees the pod NOTREADY — and the pod is still stopped and removed cleanly.
+#[test]
+fn holder_death_is_the_pods_exit() {
+    const TEST: &str = "holder_death_is_the_pods_exit";
+    let Some(node) = sandbox_node(TEST) else {
+        return;
+    };
+    let cfg = node.pod_config("holderdeath");
+    let pod = node
+        .cri
+        .run_pod_sandbox(&cfg, SHIM_HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.log_tail(60)));
+    let holder = holders(&pod).first().map(|(p, _)| *p).expect("holder");
+    assert!(
+        common::send_signal(holder, libc_sigkill()),
+        "kill -9 holder"
+    );
+    let not_ready = common::wait_until(WAIT, Duration::from_millis(50), || {
+        let st = node.cri.pod_sandbox_status(&pod, false).ok()?;
+        (st.status?.state == api::PodSandboxState::NotReady as i32).then_some(())
+    });
+    assert!(
+        not_ready.is_some(),
+        "pod still ready after its holder died\n{}",
+        node.log_tail(60)
+    );
+    // The shim is still there (the pod is not removed yet) and reaped the holder.
+    assert_eq!(common::process_state(holder), None, "holder not reaped");
+    assert!(
+        node.cd
+            .shim_processes()
+            .iter()
+            .any(|(_, c)| c.contains(&pod)),
+        "the shim left before the pod was removed"
+    );
+    remove_and_check_clean(&node, &pod);
+    // Reaped and reported once (the shim's log, forwarded into containerd's).
+    let line = format!("sandbox {pod}: holder {holder} exited");
+    assert_eq!(
+        node.cd.log_text().matches(&line).count(),
+        1,
+        "holder exit not reported exactly once"
+    );
+}

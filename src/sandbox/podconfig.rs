@@ -218,6 +218,23 @@ mod tests {
         assert_eq!(d.options, vec!["ndots:5".to_string()]);
     }
 
+    /// Arbitrary bytes never panic the decoder (a simple LCG, so the test is repeatable).
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..2000usize {
+            let buf: Vec<u8> = (0..len % 64)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (x >> 56) as u8
+                })
+                .collect();
+            let _ = PodConfig::decode(&buf);
+        }
+    }
+
     #[test]
     fn refuses_node_wide_sysctls_and_bad_types() {
         let mut entry = ld(1, b"kernel.hostname");

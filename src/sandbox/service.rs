@@ -287,12 +287,16 @@ impl SandboxApi for SandboxService {
         let pod = Arc::new(pod);
         {
             let mut slot = lock(&self.slot);
-            if slot.is_some() {
+            if let Some(other) = slot.clone() {
                 drop(slot);
-                // Lost a race with a concurrent Create of the same id: its files are ours too.
+                // Lost a race with a concurrent Create. Of the same id, the files are the
+                // winner's too; of another id, ours are removed.
+                if other.id != pod.id {
+                    let _ = pod.files.remove();
+                }
                 return Err(status(
                     Code::ALREADY_EXISTS,
-                    format!("sandbox {} is being created", req.sandbox_id),
+                    format!("this shim already serves sandbox {}", other.id),
                 ));
             }
             *slot = Some(pod.clone());

@@ -273,6 +273,13 @@ fn pod_runs_without_pause_container() {
         (cri::stream_bytes(&lines, "stdout") == b"hello from a shim pod\n").then_some(())
     });
     assert!(logged.is_some(), "log {:?}", fs::read_to_string(&log));
+    // Streaming exec (the kubectl exec path) through the sandbox's shim.
+    let url = cri
+        .exec_url(&b, &["sh", "-c", "echo streamed; exit 4"])
+        .unwrap_or_else(|e| panic!("Exec: {e}"));
+    let streamed = cri::stream_exec(&url, WAIT).unwrap_or_else(|e| panic!("stream exec: {e}"));
+    assert_eq!(streamed.stdout, b"streamed\n", "{streamed:?}");
+    assert_eq!(streamed.exit_code, Some(4), "{streamed:?}");
     // Namespaces: the holder's net/ipc/uts.
     for id in [&a, &b] {
         let pid = exec_ok(&node, id, &["sh", "-c", "echo $$"]);
@@ -1010,6 +1017,26 @@ fn host_network_pod_at_protocol_level() {
             conn.task_pid, started.pid,
             "Connect answers the holder's pid"
         );
+        let state: task::StateResponse = call(
+            &c,
+            "containerd.task.v3.Task",
+            "State",
+            &id_req(|r: &mut task::StateRequest| r.id = id.clone()),
+        )
+        .await
+        .expect("Task State of the sandbox id");
+        assert_eq!(state.pid, started.pid);
+        assert_eq!(state.status.value(), task::Status::RUNNING as i32);
+        let pids: task::PidsResponse = call(
+            &c,
+            "containerd.task.v2.Task",
+            "Pids",
+            &id_req(|r: &mut task::PidsRequest| r.id = id.clone()),
+        )
+        .await
+        .expect("Task Pids of the sandbox id");
+        let listed: Vec<u32> = pids.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(listed, vec![started.pid]);
         let platform: sb::PlatformResponse = call(
             &c,
             SERVICE,

@@ -185,11 +185,15 @@ impl SandboxService {
                 ),
             ));
         }
-        let config = match req.options.as_ref() {
+        let mut config = match req.options.as_ref() {
             Some(any) => PodConfig::from_any(&any.type_url, &any.value),
             None => Ok(PodConfig::default()),
         }
         .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sandbox options: {e}")))?;
+        if req.options.is_none() {
+            // No pod config (not CRI): the network namespace is the node's when none is given.
+            config.host_network = req.netns_path.is_empty();
+        }
         let netns = match req.netns_path.as_str() {
             "" => None,
             p if p.starts_with('/') && !p.contains('\0') && Path::new(p).exists() => {

@@ -630,6 +630,20 @@ fn pod_survives_containerd_restart() {
         exec_ok(&node, &b, &["readlink", "/proc/self/ns/net"]).trim(),
         ns_link(&holder.to_string(), "net")
     );
+    // The restarted containerd watches the pod again: the holder's death still reaches CRI.
+    assert!(
+        common::send_signal(holder, libc_sigkill()),
+        "kill -9 holder"
+    );
+    let not_ready = common::wait_until(WAIT, Duration::from_millis(50), || {
+        let st = node.cri.pod_sandbox_status(&pod, false).ok()?;
+        (st.status?.state == api::PodSandboxState::NotReady as i32).then_some(())
+    });
+    assert!(
+        not_ready.is_some(),
+        "after the restart, the holder's death does not make the pod NOTREADY\n{}",
+        node.log_tail(60)
+    );
     remove_and_check_clean(&node, &pod);
 }
 

@@ -336,9 +336,16 @@ fn pod_runs_without_pause_container() {
 
     // The pod IP answers: a container of a second (classic) pod pings it over the bridge.
     let other_cfg = node.pod_config("pinger");
+    let t1 = Instant::now();
     let other = cri
         .run_pod_sandbox(&other_cfg, cri::HANDLER)
         .unwrap_or_else(|e| panic!("RunPodSandbox(pinger): {e}\n{}", diag()));
+    // For information (one sample, debug build): the same call with a pause container.
+    eprintln!(
+        "{TEST}: RunPodSandbox with a pause container (handler {}) took {:?}",
+        cri::HANDLER,
+        t1.elapsed()
+    );
     let pinger = start(
         &node,
         &other,

@@ -1188,3 +1188,99 @@ fn holder_death_is_the_pods_exit() {
         "holder exit not reported exactly once"
     );
 }
+
+/// A holder that cannot set the pod up fails StartSandbox with an error saying why (here: a
+/// "network namespace" that is not one, a namespaced sysctl the kernel does not have); the
+/// pod stays NOTREADY and ShutdownSandbox still removes everything.
+#[test]
+fn holder_failures_are_clear_errors() {
+    const TEST: &str = "holder_failures_are_clear_errors";
+    if !common::e2e_enabled(TEST) {
+        return;
+    }
+    use containerd_shim_protos::sandbox_api as sb;
+    use proto::*;
+
+    let pod_cfg = |sysctl: Option<(&str, &str)>| api::PodSandboxConfig {
+        linux: Some(api::LinuxPodSandboxConfig {
+            sysctls: sysctl
+                .map(|(k, v)| [(k.to_string(), v.to_string())].into_iter().collect())
+                .unwrap_or_default(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cases = [
+        // An IPC namespace file where a network namespace is expected: setns fails.
+        ("/proc/self/ns/ipc", pod_cfg(None), "network namespace"),
+        (
+            "/proc/self/ns/net",
+            pod_cfg(Some(("kernel.shm_tender_no_such_key", "1"))),
+            "sysctl kernel.shm_tender_no_such_key=1",
+        ),
+    ];
+    for (netns, cfg, want) in cases {
+        let l = Layout::new("holderfail");
+        let address = l.start_shim();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let c = ttrpc::asynchronous::Client::connect(&address)
+                .await
+                .expect("connect");
+            call::<sb::CreateSandboxResponse>(
+                &c,
+                SERVICE,
+                "CreateSandbox",
+                &create_req(&l, netns, Some(pod_any(&cfg))),
+            )
+            .await
+            .expect("CreateSandbox");
+            let id = l.id.clone();
+            let e = call::<sb::StartSandboxResponse>(
+                &c,
+                SERVICE,
+                "StartSandbox",
+                &id_req(|r: &mut sb::StartSandboxRequest| r.sandbox_id = id.clone()),
+            )
+            .await
+            .expect_err("StartSandbox must fail");
+            assert!(format!("{e:?}").contains(want), "{want:?} not in {e:?}");
+            let no_holder = common::wait_until(WAIT, Duration::from_millis(20), || {
+                holders(&id).is_empty().then_some(())
+            });
+            assert!(no_holder.is_some(), "a holder is left: {:?}", holders(&id));
+            let st: sb::SandboxStatusResponse = call(
+                &c,
+                SERVICE,
+                "SandboxStatus",
+                &id_req(|r: &mut sb::SandboxStatusRequest| r.sandbox_id = id.clone()),
+            )
+            .await
+            .expect("SandboxStatus");
+            assert_eq!(st.state, "SANDBOX_NOTREADY");
+            call::<sb::ShutdownSandboxResponse>(
+                &c,
+                SERVICE,
+                "ShutdownSandbox",
+                &id_req(|r: &mut sb::ShutdownSandboxRequest| r.sandbox_id = id.clone()),
+            )
+            .await
+            .expect("ShutdownSandbox");
+        });
+        let socket = PathBuf::from(address.trim_start_matches("unix://"));
+        let gone = common::wait_until(WAIT, Duration::from_millis(50), || {
+            (!socket.exists()).then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "the shim did not exit after ShutdownSandbox"
+        );
+        assert!(
+            !l.cri_root_dir().exists() && common::mounts_containing(&l.id).is_empty(),
+            "pod files or mounts left"
+        );
+    }
+}

@@ -98,7 +98,22 @@ pub async fn spawn(spec: &HolderSpec, reaper: &Reaper) -> Result<Holder, String>
         }
     }
     match read_report(report).await {
-        Ok(()) => Ok(Holder { pid, exit }),
+        Ok(Report::Ready) => Ok(Holder { pid, exit }),
+        Ok(Report::Closed) => {
+            // It exited before reporting: its exit code says which step failed.
+            let code = tokio::time::timeout(Duration::from_secs(2), exit)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|e| e.status);
+            Err(match code {
+                Some(121) => "namespace holder could not join the pod's network namespace".into(),
+                Some(122) => "namespace holder could not set the pod's hostname".into(),
+                Some(126) => "namespace holder: the shim went away while it started".into(),
+                Some(c) => format!("namespace holder exited ({c}) before it was ready"),
+                None => "namespace holder closed its report pipe without an answer".into(),
+            })
+        }
         Err(e) => {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -107,6 +122,14 @@ pub async fn spawn(spec: &HolderSpec, reaper: &Reaper) -> Result<Holder, String>
             Err(e)
         }
     }
+}
+
+/// What the holder said on its report pipe.
+enum Report {
+    /// `ok`: in its namespaces, sysctls applied.
+    Ready,
+    /// End of file without a word: it died before it could report.
+    Closed,
 }
 
 /// The clone and the reaper subscription, with nothing in between that could await.
@@ -192,7 +215,7 @@ fn clone_holder(
     Ok((pid, exit, report_r))
 }
 
-async fn read_report(fd: OwnedFd) -> Result<(), String> {
+async fn read_report(fd: OwnedFd) -> Result<Report, String> {
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
         .map_err(|e| format!("holder report pipe: {e}"))?;
     let mut buf = Vec::new();
@@ -213,12 +236,8 @@ async fn read_report(fd: OwnedFd) -> Result<(), String> {
             "namespace holder not ready within {READY_TIMEOUT:?}"
         )),
         Ok(Err(e)) => Err(format!("holder report: {e}")),
-        Ok(Ok(())) if buf == b"ok" => Ok(()),
-        Ok(Ok(())) if buf.is_empty() => Err(
-            "namespace holder exited before it was ready (could not join the pod's \
-             namespaces or set its hostname)"
-                .into(),
-        ),
+        Ok(Ok(())) if buf == b"ok" => Ok(Report::Ready),
+        Ok(Ok(())) if buf.is_empty() => Ok(Report::Closed),
         Ok(Ok(())) => Err(format!(
             "namespace holder: {}",
             String::from_utf8_lossy(&buf)

@@ -843,9 +843,21 @@ mod proto {
     }
 
     impl Drop for Layout {
+        /// Also after a failed test: the shim (its holder dies with it), its socket, mounts.
         fn drop(&mut self) {
-            let shm = self.cri_state_dir().join("shm");
-            let _ = Command::new("umount").arg("-l").arg(&shm).status();
+            for (pid, argv) in crate::common::processes() {
+                let ours = argv.first().map(String::as_str) == Some(crate::common::SHIM_BIN)
+                    && argv.windows(2).any(|w| w[0] == "-id" && w[1] == self.id);
+                if ours {
+                    crate::common::send_signal(pid, 9);
+                }
+            }
+            if let Ok(address) = std::fs::read_to_string(self.bundle.join("address")) {
+                let _ = std::fs::remove_file(address.trim().trim_start_matches("unix://"));
+            }
+            for shm in [self.cri_state_dir().join("shm"), self.bundle.join("shm")] {
+                let _ = Command::new("umount").arg("-l").arg(&shm).status();
+            }
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

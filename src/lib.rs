@@ -12,6 +12,7 @@ pub mod options;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
+pub mod sandbox;
 pub mod sealed_runtime;
 pub mod server;
 pub mod service;

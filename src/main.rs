@@ -39,6 +39,15 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 }
 
 fn run() -> libc::c_int {
+    // The pod's namespace holder (sandbox::holder) is this binary re-executed by the shim.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(tender::sandbox::holder::HOLDER_ARG))
+    {
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return tender::sandbox::holder::main(&args);
+    }
     let flags = match bootstrap::flags::parse(std::env::args().skip(1)) {
         Ok(f) => f,
         Err(e) => {

@@ -1,20 +1,25 @@
-//! The ttrpc server: one Task implementation under both service names containerd may dial.
+//! The ttrpc server: one Task implementation under both service names containerd may dial,
+//! and the Sandbox service (containerd 2.x `sandboxer = "shim"`) beside it.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use containerd_shim_protos::sandbox_async::create_sandbox;
 use containerd_shim_protos::shim_async::create_task;
 use ttrpc::asynchronous::{MethodHandler, Server, Service, TtrpcContext};
 use ttrpc::{Request, Response};
 
+use crate::sandbox::task_bridge::{self, Bridge};
+use crate::sandbox::SandboxService;
 use crate::service::Shim;
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
 
-/// The service map with the Task API registered as v2 and v3.
-pub fn services(shim: Arc<Shim>) -> HashMap<String, Service> {
+/// The service map: the Task API registered as v2 and v3 (its Connect/State/Pids also answer
+/// for the sandbox id, see `sandbox::task_bridge`), and the Sandbox API.
+pub fn services(shim: Arc<Shim>, sandboxes: Arc<SandboxService>) -> HashMap<String, Service> {
     // The generated code registers the v3 name; the v2 API is the same messages and methods.
     let mut map = create_task(shim.clone());
     let mut v2 = create_task(shim);
@@ -22,15 +27,28 @@ pub fn services(shim: Arc<Shim>) -> HashMap<String, Service> {
         map.insert(TASK_V2.to_string(), svc);
     }
     for svc in map.values_mut() {
+        for name in task_bridge::METHODS {
+            if let Some(inner) = svc.methods.remove(name) {
+                let bridge = Bridge {
+                    inner,
+                    sandboxes: sandboxes.clone(),
+                };
+                svc.methods.insert(name.to_string(), Box::new(bridge));
+            }
+        }
+    }
+    map.extend(create_sandbox(sandboxes));
+    for svc in map.values_mut() {
         let methods = std::mem::take(&mut svc.methods);
         svc.methods = methods
             .into_iter()
             .map(|(name, handler)| {
-                let handler: Box<dyn MethodHandler + Send + Sync> = if name == "Wait" {
-                    handler // only waits: safe to drop when the caller gives up
-                } else {
-                    Box::new(RunToCompletion(Arc::from(handler)))
-                };
+                let handler: Box<dyn MethodHandler + Send + Sync> =
+                    if name == "Wait" || name == "WaitSandbox" {
+                        handler // only waits: safe to drop when the caller gives up
+                    } else {
+                        Box::new(RunToCompletion(Arc::from(handler)))
+                    };
                 (name, handler)
             })
             .collect();
@@ -69,10 +87,14 @@ impl MethodHandler for RunToCompletion {
     }
 }
 
-pub fn build(shim: Arc<Shim>, listener_fd: RawFd) -> Result<Server, String> {
+pub fn build(
+    shim: Arc<Shim>,
+    sandboxes: Arc<SandboxService>,
+    listener_fd: RawFd,
+) -> Result<Server, String> {
     // SAFETY: the start action handed us this listening socket as fd 3 and nothing else in
     // this process uses it.
     let server = unsafe { Server::new().add_unix_listener(listener_fd) }
         .map_err(|e| format!("listener fd {listener_fd}: {e}"))?;
-    Ok(server.register_service(services(shim)))
+    Ok(server.register_service(services(shim, sandboxes)))
 }

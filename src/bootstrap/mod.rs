@@ -318,6 +318,7 @@ pub fn delete(flags: &Flags) -> Result<(), String> {
         eprintln!("tender: {e}");
     }
     remove_dead_socket(&bundle);
+    crate::sandbox::cleanup_dead(&bundle);
     let pid = std::fs::read_to_string(bundle.join("init.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -440,14 +441,20 @@ fn run_daemon(d: Daemon) -> Result<(), String> {
         });
         let publisher = crate::events::Publisher::start(d.ttrpc_address, d.namespace.clone());
         let shutdown = Arc::new(tokio::sync::Notify::new());
+        let namespace = d.namespace.clone();
         let shim = Arc::new(crate::service::Shim::new(
             d.namespace,
-            reaper,
+            reaper.clone(),
             publisher.clone(),
             d.options,
             shutdown.clone(),
         ));
-        let mut server = crate::server::build(shim.clone(), LISTENER_FD)?;
+        let sandboxes = Arc::new(crate::sandbox::SandboxService::new(
+            namespace,
+            reaper.clone(),
+            shutdown.clone(),
+        ));
+        let mut server = crate::server::build(shim.clone(), sandboxes.clone(), LISTENER_FD)?;
         server
             .start()
             .await
@@ -455,7 +462,8 @@ fn run_daemon(d: Daemon) -> Result<(), String> {
         log::info!("serving on {}", socket.display());
         loop {
             shutdown.notified().await;
-            if shim.is_empty() {
+            // A shim-sandboxed pod's shim stays while the sandbox does (ShutdownSandbox ends it).
+            if shim.is_empty() && sandboxes.is_idle() {
                 break;
             }
         }

@@ -59,6 +59,23 @@ pub fn move_to(path: &str, pid: u32) -> io::Result<()> {
     }
 }
 
+/// Removes the (empty) cgroup `path` from every hierarchy; true when none is left.
+pub fn remove(path: &str) -> bool {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") || path.contains('\0') {
+        return false;
+    }
+    let mut gone = true;
+    for h in hierarchies() {
+        let dir = h.join(rel);
+        match std::fs::remove_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => gone = false,
+            _ => {}
+        }
+    }
+    gone
+}
+
 /// True on a pure cgroup v2 (unified) host: `/sys/fs/cgroup` itself is a cgroup2 mount.
 /// A hybrid host (v1 controllers plus a cgroup2 mount at `/sys/fs/cgroup/unified`) is not.
 pub fn is_unified() -> bool {

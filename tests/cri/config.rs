@@ -248,7 +248,22 @@ pub fn private_config(user: &str, p: &Private<'_>) -> String {
         if let Some(Item::Table(runc)) = runtimes.get_mut("runc") {
             options_table(runc).insert("Root", toml_edit::value(p.runc_root.display().to_string()));
         }
-        if let Some(Item::Table(tender)) = runtimes.get_mut(crate::cri::HANDLER) {
+        // Every handler of the runtime under test (`tender`, and `tender-shim` with
+        // `sandboxer = "shim"` where a test adds it) gets the same private overrides.
+        let handlers: Vec<String> = runtimes
+            .iter()
+            .filter(|(name, item)| {
+                *name == crate::cri::HANDLER
+                    || (item.get("runtime_type").and_then(Item::as_str)
+                        == Some(common::TENDER_RUNTIME)
+                        && item.get("sandboxer").and_then(Item::as_str) != Some("shim"))
+            })
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for handler in handlers {
+            let Some(Item::Table(tender)) = runtimes.get_mut(&handler) else {
+                continue;
+            };
             if p.runtime != common::TENDER_RUNTIME {
                 // Checking the suite against containerd's Go shim: runc's own options.
                 tender.insert("runtime_type", toml_edit::value(p.runtime));
@@ -316,7 +331,13 @@ pub fn merge(dst: &mut Table, src: &Table) {
 
 #[test]
 fn snippets_are_found_and_parse() {
-    for name in ["v2-runc", "v2-tender", "v3-tender", "tender-options"] {
+    for name in [
+        "v2-runc",
+        "v2-tender",
+        "v3-tender",
+        "v3-tender-sandboxer",
+        "tender-options",
+    ] {
         let s = readme_snippet(name);
         assert!(s.ends_with('\n') && !s.contains("```"), "{name}: {s:?}");
         if let Err(e) = s.parse::<DocumentMut>() {

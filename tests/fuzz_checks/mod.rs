@@ -18,6 +18,19 @@ use tender::bootstrap::{flags, protocol};
 use tender::options::Options;
 
 /// The Task API methods, in the order `method_index` picks them.
+/// The Sandbox API's methods (containerd 2.x `sandboxer = "shim"`).
+pub const SANDBOX_METHODS: [&str; 9] = [
+    "CreateSandbox",
+    "StartSandbox",
+    "Platform",
+    "StopSandbox",
+    "WaitSandbox",
+    "SandboxStatus",
+    "PingSandbox",
+    "ShutdownSandbox",
+    "SandboxMetrics",
+];
+
 pub const METHODS: [&str; 17] = [
     "State",
     "Create",
@@ -248,6 +261,12 @@ impl Dispatcher {
                 "/nonexistent/tender-fuzz.sock".into(),
                 "fuzz".into(),
             );
+            let shutdown = Arc::new(tokio::sync::Notify::new());
+            let sandboxes = Arc::new(tender::sandbox::SandboxService::new(
+                "fuzz".into(),
+                reaper.clone(),
+                shutdown.clone(),
+            ));
             let shim = Arc::new(tender::service::Shim::new(
                 "fuzz".into(),
                 reaper,
@@ -257,9 +276,9 @@ impl Dispatcher {
                     binary_name: "/nonexistent/tender-fuzz-runtime".into(),
                     ..Options::default()
                 },
-                Arc::new(tokio::sync::Notify::new()),
+                shutdown,
             ));
-            tender::server::services(shim)
+            tender::server::services(shim, sandboxes)
         });
         Dispatcher { rt, services }
     }
@@ -282,6 +301,25 @@ impl Dispatcher {
         } else {
             tender::server::TASK_V2
         };
+        self.dispatch(service, method, payload)
+    }
+
+    /// Feeds `payload` to Sandbox API method `SANDBOX_METHODS[index % 9]`. A decodable
+    /// CreateSandbox gets a bundle that cannot exist (nothing is written or mounted).
+    pub fn call_sandbox(&self, index: u8, payload: &[u8]) -> String {
+        use containerd_shim_protos::sandbox_api::CreateSandboxRequest;
+        let method = SANDBOX_METHODS[index as usize % SANDBOX_METHODS.len()];
+        let mut payload = payload.to_vec();
+        if method == "CreateSandbox" {
+            if let Ok(mut req) = CreateSandboxRequest::parse_from_bytes(&payload) {
+                req.bundle_path = "/nonexistent/tender-fuzz-sandbox".into();
+                payload = req.write_to_bytes().expect("encode");
+            }
+        }
+        self.dispatch("containerd.runtime.sandbox.v1.Sandbox", method, payload)
+    }
+
+    fn dispatch(&self, service: &str, method: &str, payload: Vec<u8>) -> String {
         let handler = self.services[service]
             .methods
             .get(method)

@@ -1,0 +1,474 @@
+//! The Sandbox service (`containerd.runtime.sandbox.v1.Sandbox`): decode, validate, route to
+//! the one sandbox this shim serves (containerd starts one shim per sandbox).
+//!
+//! Every field is untrusted (the socket can be reached without containerd): ids are checked
+//! with the Task service's rules, paths must be absolute, the pod config is decoded without
+//! panicking. No lock is held across an await or I/O: the slot is a plain mutex taken to look
+//! up, insert or remove the sandbox.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use containerd_shim_protos::sandbox_api as api;
+use containerd_shim_protos::sandbox_async::Sandbox as SandboxApi;
+use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
+use containerd_shim_protos::types::platform::Platform;
+use ttrpc::{Code, Error as TtrpcError};
+
+use super::files::PodFiles;
+use super::holder::{self, HolderSpec};
+use super::podconfig::PodConfig;
+use super::state::{Machine, Phase, PodExit};
+use super::Record;
+use crate::events::timestamp;
+use crate::lock;
+use crate::reaper::Reaper;
+use crate::service::validate_id;
+
+type Result<T> = std::result::Result<T, TtrpcError>;
+
+fn status(code: Code, msg: impl Into<String>) -> TtrpcError {
+    TtrpcError::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+/// What CRI reads in `SandboxStatusResponse.state`.
+const READY: &str = "SANDBOX_READY";
+const NOT_READY: &str = "SANDBOX_NOTREADY";
+/// How long StopSandbox waits for the SIGKILLed holder to be reaped.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// One pod.
+pub struct Pod {
+    pub id: String,
+    bundle: PathBuf,
+    config: PodConfig,
+    netns: Option<PathBuf>,
+    files: PodFiles,
+    cgroup: Option<String>,
+    created_at: SystemTime,
+    pub machine: Machine,
+}
+
+impl Pod {
+    fn record(&self, holder_pid: i32) -> Record {
+        Record {
+            files: Some(self.files.clone()),
+            cgroup: self.cgroup.clone(),
+            holder_pid,
+        }
+    }
+
+    /// The holder's pid while the pod is ready.
+    pub fn holder_pid(&self) -> Option<i32> {
+        match self.machine.phase() {
+            Phase::Ready { pid } => Some(pid),
+            _ => None,
+        }
+    }
+
+    fn holder_spec(&self) -> HolderSpec {
+        let c = &self.config;
+        HolderSpec {
+            id: self.id.clone(),
+            netns: self.netns.clone(),
+            // The node's network namespace comes with the node's UTS namespace (as for a
+            // pause container of a hostNetwork pod).
+            new_uts: !c.host_network,
+            hostname: c.hostname.clone(),
+            new_ipc: !c.host_ipc,
+            new_pid: !c.host_pid,
+            sysctls: c.sysctls.clone(),
+            cgroup: self.cgroup.clone(),
+        }
+    }
+
+    /// Kills the holder (if it runs) and waits for the reaper to report it.
+    async fn kill_holder(&self) {
+        if let Some(pid) = self.holder_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            if tokio::time::timeout(STOP_WAIT, self.machine.wait())
+                .await
+                .is_err()
+            {
+                log::warn!(
+                    "sandbox {}: holder {pid} not reaped in {STOP_WAIT:?}",
+                    self.id
+                );
+            }
+        } else if self.machine.phase() == Phase::Created {
+            self.machine.stop(
+                0,
+                PodExit {
+                    status: 0,
+                    at: SystemTime::now(),
+                },
+            );
+        }
+    }
+}
+
+/// The cgroup of the holder: `<cgroup_parent>/<id>` for the cgroupfs driver (where runc would
+/// put a pause container). A systemd slice parent is left alone (documented limit).
+fn holder_cgroup(parent: &str, id: &str) -> Option<String> {
+    let parent = parent.trim_end_matches('/');
+    if parent.is_empty() || parent.ends_with(".slice") {
+        return None;
+    }
+    Some(format!("{parent}/{id}"))
+}
+
+pub struct SandboxService {
+    reaper: Arc<Reaper>,
+    namespace: String,
+    slot: Mutex<Option<Arc<Pod>>>,
+    /// The daemon's "maybe exit now" signal (shared with the Task service).
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl SandboxService {
+    pub fn new(namespace: String, reaper: Arc<Reaper>, shutdown: Arc<tokio::sync::Notify>) -> Self {
+        Self {
+            reaper,
+            namespace,
+            slot: Mutex::new(None),
+            shutdown,
+        }
+    }
+
+    /// No sandbox is served (any more): the daemon may exit once its containers are gone.
+    pub fn is_idle(&self) -> bool {
+        lock(&self.slot).is_none()
+    }
+
+    /// The pod `id`, if this shim serves it.
+    pub fn pod(&self, id: &str) -> Option<Arc<Pod>> {
+        lock(&self.slot).as_ref().filter(|p| p.id == id).cloned()
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Pod>> {
+        validate_id("sandbox id", id)?;
+        self.pod(id)
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("sandbox {id} not found")))
+    }
+
+    fn write_record(&self, pod: &Pod, pid: i32) {
+        let path = pod.bundle.join(super::RECORD_FILE);
+        let bytes = serde_json::to_vec(&pod.record(pid)).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, bytes) {
+            log::warn!("write {}: {e}", path.display());
+        }
+    }
+
+    /// Recreates the pod files CRI may have removed (containerd restarts) while the pod is
+    /// ready.
+    fn refresh_files(&self, pod: &Pod) {
+        if pod.holder_pid().is_some() {
+            if let Err(e) = pod.files.ensure(&pod.config) {
+                log::warn!("sandbox {}: {e}", pod.id);
+            }
+        }
+    }
+
+    fn build(&self, req: &api::CreateSandboxRequest) -> Result<Pod> {
+        let bundle = PathBuf::from(&req.bundle_path);
+        if req.bundle_path.contains('\0') || !bundle.is_absolute() || !bundle.is_dir() {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                format!(
+                    "bundle {:?} must be an existing absolute directory",
+                    req.bundle_path
+                ),
+            ));
+        }
+        let mut config = match req.options.as_ref() {
+            Some(any) => PodConfig::from_any(&any.type_url, &any.value),
+            None => Ok(PodConfig::default()),
+        }
+        .map_err(|e| status(Code::INVALID_ARGUMENT, format!("sandbox options: {e}")))?;
+        if req.options.is_none() {
+            // No pod config (not CRI): the network namespace is the node's when none is given.
+            config.host_network = req.netns_path.is_empty();
+        }
+        let netns = match req.netns_path.as_str() {
+            "" => None,
+            p if p.starts_with('/') && !p.contains('\0') && Path::new(p).exists() => {
+                Some(PathBuf::from(p))
+            }
+            p => {
+                return Err(status(
+                    Code::INVALID_ARGUMENT,
+                    format!("netns_path {p:?} must be an existing absolute path"),
+                ))
+            }
+        };
+        if netns.is_some() == config.host_network {
+            return Err(status(
+                Code::INVALID_ARGUMENT,
+                "netns_path must be empty exactly when the pod uses the node's network",
+            ));
+        }
+        let files = PodFiles::locate(&bundle, &self.namespace, &req.sandbox_id)
+            .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
+        let cgroup = holder_cgroup(&config.cgroup_parent, &req.sandbox_id);
+        Ok(Pod {
+            id: req.sandbox_id.clone(),
+            bundle,
+            config,
+            netns,
+            files,
+            cgroup,
+            created_at: SystemTime::now(),
+            machine: Machine::default(),
+        })
+    }
+
+    /// Watches the holder's exit (delivered once by the reaper) and moves the pod to Stopped.
+    fn watch_exit(
+        pod: Arc<Pod>,
+        pid: i32,
+        exit: tokio::sync::oneshot::Receiver<crate::reaper::Exit>,
+    ) {
+        tokio::spawn(async move {
+            let exit = match exit.await {
+                Ok(e) => PodExit {
+                    status: e.status,
+                    at: e.at,
+                },
+                // The reaper went away: the shim is ending anyway.
+                Err(_) => return,
+            };
+            log::info!("sandbox {}: holder {pid} exited ({})", pod.id, exit.status);
+            pod.machine.stop(pid, exit);
+            if let Some(cg) = &pod.cgroup {
+                crate::cgroups::remove(cg);
+            }
+        });
+    }
+}
+
+fn platform() -> Platform {
+    let mut p = Platform::new();
+    p.os = "linux".into();
+    p.architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+    .into();
+    p
+}
+
+#[async_trait]
+impl SandboxApi for SandboxService {
+    async fn create_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateSandboxRequest,
+    ) -> Result<api::CreateSandboxResponse> {
+        validate_id("sandbox id", &req.sandbox_id)?;
+        if let Some(other) = lock(&self.slot).as_ref() {
+            let code = if other.id == req.sandbox_id {
+                Code::ALREADY_EXISTS
+            } else {
+                Code::FAILED_PRECONDITION
+            };
+            return Err(status(
+                code,
+                format!("this shim already serves sandbox {}", other.id),
+            ));
+        }
+        let pod = self.build(&req)?;
+        pod.files
+            .ensure(&pod.config)
+            .map_err(|e| status(Code::UNKNOWN, format!("pod files: {e}")))?;
+        let pod = Arc::new(pod);
+        {
+            let mut slot = lock(&self.slot);
+            if let Some(other) = slot.clone() {
+                drop(slot);
+                // Lost a race with a concurrent Create. Of the same id, the files are the
+                // winner's too; of another id, ours are removed.
+                if other.id != pod.id {
+                    let _ = pod.files.remove();
+                }
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("this shim already serves sandbox {}", other.id),
+                ));
+            }
+            *slot = Some(pod.clone());
+        }
+        self.write_record(&pod, 0);
+        log::info!("sandbox {} created", pod.id);
+        Ok(api::CreateSandboxResponse::new())
+    }
+
+    async fn start_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartSandboxRequest,
+    ) -> Result<api::StartSandboxResponse> {
+        let pod = self.get(&req.sandbox_id)?;
+        pod.machine.begin_start().map_err(|phase| {
+            status(
+                Code::FAILED_PRECONDITION,
+                format!("sandbox {} cannot start: {phase:?}", pod.id),
+            )
+        })?;
+        let spawned = holder::spawn(&pod.holder_spec(), &self.reaper).await;
+        let h = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                pod.machine.end_start(None);
+                return Err(status(
+                    Code::UNKNOWN,
+                    format!("start sandbox {}: {e}", pod.id),
+                ));
+            }
+        };
+        pod.machine.end_start(Some(h.pid));
+        Self::watch_exit(pod.clone(), h.pid, h.exit);
+        self.write_record(&pod, h.pid);
+        log::info!("sandbox {} started: holder {}", pod.id, h.pid);
+        let mut resp = api::StartSandboxResponse::new();
+        resp.pid = h.pid as u32;
+        resp.created_at = Some(timestamp(pod.created_at)).into();
+        Ok(resp)
+    }
+
+    async fn platform(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PlatformRequest,
+    ) -> Result<api::PlatformResponse> {
+        let pod = self.get(&req.sandbox_id)?;
+        self.refresh_files(&pod);
+        let mut resp = api::PlatformResponse::new();
+        resp.platform = Some(platform()).into();
+        Ok(resp)
+    }
+
+    async fn stop_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StopSandboxRequest,
+    ) -> Result<api::StopSandboxResponse> {
+        let pod = self.get(&req.sandbox_id)?;
+        if pod.machine.phase() == Phase::Starting {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("sandbox {} is starting", pod.id),
+            ));
+        }
+        pod.kill_holder().await;
+        Ok(api::StopSandboxResponse::new())
+    }
+
+    async fn wait_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitSandboxRequest,
+    ) -> Result<api::WaitSandboxResponse> {
+        let pod = self.get(&req.sandbox_id)?;
+        let exit = pod.machine.wait().await;
+        let mut resp = api::WaitSandboxResponse::new();
+        resp.exit_status = exit.status;
+        resp.exited_at = Some(timestamp(exit.at)).into();
+        Ok(resp)
+    }
+
+    async fn sandbox_status(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::SandboxStatusRequest,
+    ) -> Result<api::SandboxStatusResponse> {
+        let pod = self.get(&req.sandbox_id)?;
+        self.refresh_files(&pod);
+        let mut resp = api::SandboxStatusResponse::new();
+        resp.sandbox_id = pod.id.clone();
+        resp.created_at = Some(timestamp(pod.created_at)).into();
+        match pod.machine.phase() {
+            Phase::Ready { pid } => {
+                resp.pid = pid as u32;
+                resp.state = READY.into();
+            }
+            Phase::Stopped { pid, exit } => {
+                resp.pid = pid as u32;
+                resp.state = NOT_READY.into();
+                resp.exited_at = Some(timestamp(exit.at)).into();
+            }
+            Phase::Created | Phase::Starting => resp.state = NOT_READY.into(),
+        }
+        Ok(resp)
+    }
+
+    async fn ping_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PingRequest,
+    ) -> Result<api::PingResponse> {
+        self.get(&req.sandbox_id)?;
+        Ok(api::PingResponse::new())
+    }
+
+    async fn shutdown_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ShutdownSandboxRequest,
+    ) -> Result<api::ShutdownSandboxResponse> {
+        let pod = self.get(&req.sandbox_id)?;
+        pod.kill_holder().await;
+        if let Err(e) = pod.files.remove() {
+            log::warn!("sandbox {}: {e}", pod.id);
+        }
+        if let Some(cg) = &pod.cgroup {
+            crate::cgroups::remove(cg);
+        }
+        let _ = std::fs::remove_file(pod.bundle.join(super::RECORD_FILE));
+        {
+            let mut slot = lock(&self.slot);
+            if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pod)) {
+                *slot = None;
+            }
+        }
+        log::info!("sandbox {} shut down", pod.id);
+        // Reply first, then let the daemon exit (once no container is left).
+        let shutdown = self.shutdown.clone();
+        crate::after_reply(async move { shutdown.notify_one() });
+        Ok(api::ShutdownSandboxResponse::new())
+    }
+
+    async fn sandbox_metrics(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::SandboxMetricsRequest,
+    ) -> Result<api::SandboxMetricsResponse> {
+        self.get(&req.sandbox_id)?;
+        Err(status(
+            Code::UNIMPLEMENTED,
+            "SandboxMetrics is not implemented by Tender",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_cgroup_follows_cgroupfs_parents_only() {
+        assert_eq!(
+            holder_cgroup("/pods/p1/", "s1").as_deref(),
+            Some("/pods/p1/s1")
+        );
+        assert_eq!(holder_cgroup("kubepods-pod1.slice", "s1"), None);
+        assert_eq!(holder_cgroup("", "s1"), None);
+    }
+}

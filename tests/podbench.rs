@@ -33,7 +33,7 @@
 //! `tender-shim` fails), that row says "unavailable: <error>" and the other two are benched.
 //!
 //! Environment (see also `scripts/bench-pods.sh`):
-//!   PODBENCH_N=20            measured rounds (one pod per mode each)
+//!   PODBENCH_N=40            measured rounds (one pod per mode each)
 //!   PODBENCH_WARMUP=2        unrecorded warm-up rounds
 //!   PODBENCH_PODS=10         K, pods running per mode in the memory phase
 //!   PODBENCH_SETTLE=2        seconds between starting the K pods and sampling their memory
@@ -134,7 +134,7 @@ impl Settings {
     /// The benchmark's settings from the environment.
     fn from_env() -> Settings {
         let quick = std::env::var("PODBENCH_QUICK").is_ok_and(|v| v == "1");
-        let (n, w, k) = if quick { (3, 1, 3) } else { (20, 2, 10) };
+        let (n, w, k) = if quick { (3, 1, 3) } else { (40, 2, 10) };
         let modes = match std::env::var("PODBENCH_MODES") {
             Ok(v) if !v.trim().is_empty() => v
                 .split(',')
@@ -659,6 +659,46 @@ impl Series {
     fn min(&self) -> f64 {
         self.sorted().first().copied().unwrap_or(f64::NAN)
     }
+    /// Standard error of the median, normal approximation (1.25 × stdev / √n; long tails
+    /// make it an over-estimate).
+    fn median_se(&self) -> f64 {
+        let n = self.0.len() as f64;
+        if n < 2.0 {
+            return f64::NAN;
+        }
+        let mean = self.0.iter().sum::<f64>() / n;
+        let var = self.0.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+        1.25 * var.sqrt() / n.sqrt()
+    }
+}
+
+/// `a / b` of two medians with its standard error, as `0.62× ±0.03`.
+fn ratio_cell(a: &Series, b: &Series) -> (f64, String) {
+    let (ma, mb) = (a.median(), b.median());
+    let r = ma / mb;
+    let rel = ((a.median_se() / ma).powi(2) + (b.median_se() / mb).powi(2)).sqrt();
+    if rel.is_finite() {
+        (r, format!("{r:.2}× ±{:.2}", r * rel))
+    } else {
+        (r, format!("{r:.2}×"))
+    }
+}
+
+/// An error for a table cell: one line, no `|`, 64-hex ids shortened.
+fn cell_text(e: &str) -> String {
+    e.split(' ')
+        .map(|w| {
+            let hex = w.trim_matches(|c: char| !c.is_ascii_hexdigit());
+            if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                w.replace(hex, &format!("{}…", &hex[..12]))
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+        .replace('\n', " ")
 }
 
 /// CPU time counters of /proc/stat's `cpu` line (user+nice, system+irq+softirq, idle,
@@ -800,8 +840,16 @@ struct ModeResult {
     memory_error: Option<String>,
 }
 
+/// The memory phase's mean per pod.
+struct MeanInfra {
+    mem: Mem,
+    procs: f64,
+    /// Per role: memory and processes per pod.
+    roles: BTreeMap<String, (Mem, f64)>,
+}
+
 impl ModeResult {
-    fn mean_infra(&self) -> Option<(Mem, f64, BTreeMap<String, (Mem, f64)>)> {
+    fn mean_infra(&self) -> Option<MeanInfra> {
         let k = self.infra.len();
         if k == 0 {
             return None;
@@ -812,8 +860,7 @@ impl ModeResult {
         for i in &self.infra {
             total += i.total;
             procs += i.procs.len();
-            for (pid, role, _) in &i.procs {
-                let _ = pid;
+            for (_, role, _) in &i.procs {
                 roles.entry(role_name(*role).to_string()).or_default().1 += 1;
             }
             for (r, m) in &i.by_role {
@@ -829,7 +876,11 @@ impl ModeResult {
             .into_iter()
             .map(|(r, (m, n))| (r, (div(m), n as f64 / k as f64)))
             .collect();
-        Some((div(total), procs as f64 / k as f64, roles))
+        Some(MeanInfra {
+            mem: div(total),
+            procs: procs as f64 / k as f64,
+            roles,
+        })
     }
 }
 
@@ -1051,11 +1102,9 @@ fn verdict(ratio: f64, target: f64) -> &'static str {
 fn report(run: &Run) -> String {
     let s = &run.settings;
     let reference = &run.results[REFERENCE];
-    let ref_start = reference.start.median();
-    let ref_down = reference.teardown.median();
     let ref_pss = reference
         .mean_infra()
-        .map(|(m, _, _)| m.pss as f64)
+        .map(|m| m.mem.pss as f64)
         .unwrap_or(f64::NAN);
     let mut o = String::new();
     let _ = writeln!(
@@ -1095,56 +1144,40 @@ fn report(run: &Run) -> String {
                 "| {} (`{}`) | unavailable: {} | | | | | | | |",
                 mode.label,
                 mode.handler,
-                e.replace('|', "\\|").replace('\n', " ")
+                cell_text(e)
             );
             continue;
         }
         let (start, down) = (r.start.median(), r.teardown.median());
-        let pss = r.mean_infra().map(|(m, _, _)| m.pss as f64);
-        let is_ref = mode.handler == REFERENCE;
-        let rs = start / ref_start;
-        let rd = down / ref_down;
+        let pss = r.mean_infra().map(|m| m.mem.pss as f64);
         let rp = pss.map(|p| p / ref_pss).unwrap_or(f64::NAN);
         let pss_cell = match (pss, &r.memory_error) {
             (Some(p), _) => format!("{p:.0} kB"),
-            (None, Some(e)) => format!("error: {}", e.replace('|', "\\|")),
+            (None, Some(e)) => format!("error: {}", cell_text(e)),
             (None, None) => "–".into(),
+        };
+        let dash = || "–".to_string();
+        let (rs_cell, rs_verdict, rd_cell, rp_cell, rp_verdict) = if mode.handler == REFERENCE {
+            ("1".into(), dash(), "1".into(), dash(), dash())
+        } else {
+            let (rs, rs_cell) = ratio_cell(&r.start, &reference.start);
+            let (_, rd_cell) = ratio_cell(&r.teardown, &reference.teardown);
+            let rp_cell = if rp.is_finite() {
+                format!("{rp:.3}×")
+            } else {
+                dash()
+            };
+            let (v1, v2) = (verdict(rs, START_TARGET), verdict(rp, PSS_TARGET));
+            (rs_cell, v1.to_string(), rd_cell, rp_cell, v2.to_string())
         };
         let _ = writeln!(
             o,
-            "| {} (`{}`) | {:.1} ms ({:.1}) | {} | {} | {:.1} ms ({:.1}) | {} | {} | {} | {} |",
+            "| {} (`{}`) | {start:.1} ms ({:.1}) | {rs_cell} | {rs_verdict} | {down:.1} ms ({:.1}) \
+             | {rd_cell} | {pss_cell} | {rp_cell} | {rp_verdict} |",
             mode.label,
             mode.handler,
-            start,
             r.start.p90(),
-            if is_ref {
-                "1".into()
-            } else {
-                format!("{rs:.2}×")
-            },
-            if is_ref {
-                "–"
-            } else {
-                verdict(rs, START_TARGET)
-            },
-            down,
             r.teardown.p90(),
-            if is_ref {
-                "1".into()
-            } else {
-                format!("{rd:.2}×")
-            },
-            pss_cell,
-            if is_ref || !rp.is_finite() {
-                "–".into()
-            } else {
-                format!("{rp:.3}×")
-            },
-            if is_ref {
-                "–"
-            } else {
-                verdict(rp, PSS_TARGET)
-            },
         );
     }
     let _ = writeln!(
@@ -1173,7 +1206,12 @@ fn report(run: &Run) -> String {
     let _ = writeln!(o, "|---|---|---|---|---|---|");
     for mode in &s.modes {
         let r = &run.results[mode.handler];
-        let Some((m, procs, roles)) = r.mean_infra() else {
+        let Some(MeanInfra {
+            mem: m,
+            procs,
+            roles,
+        }) = r.mean_infra()
+        else {
             continue;
         };
         let breakdown: Vec<String> = roles

@@ -21,7 +21,9 @@
 //! - **infrastructure memory**: with K pods of one mode running, the PSS (`smaps_rollup`) of
 //!   every process that exists for a pod besides its containers: the shim(s) serving it and
 //!   the pause process (or the holder). They are found from the pod's own pids: the sandbox
-//!   pid CRI reports (pause task or holder, verbose PodSandboxStatus), the container's init pid
+//!   pid CRI reports (pause task or holder, verbose PodSandboxStatus; containerd 2.1.9 has none
+//!   for shim-sandboxer pods, whose sandbox processes are then the shim's children that are
+//!   not containers), the container's init pid
 //!   (verbose ContainerStatus), the nearest `containerd-shim-*` ancestor of each, every shim of
 //!   this containerd whose argv names the pod, and all their descendants minus the containers'
 //!   process trees.
@@ -95,6 +97,15 @@ const MODES: [Mode; 3] = [
 ];
 
 const REFERENCE: &str = "runc";
+
+/// The CRI calls of a pod's start and teardown, as timed one by one.
+const PHASES: [&str; 5] = [
+    "RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+];
 
 #[derive(Clone, Debug)]
 struct Settings {
@@ -244,23 +255,29 @@ impl Drop for GoShimDir {
     }
 }
 
-/// The `tender-shim` handler (appended to the user's config after the README's `tender`
-/// snippet): Tender as containerd's shim sandboxer. containerd 2.1 reads `sandboxer` from
-/// the runtime's table (`podsandbox`, the default, or `shim`: the shim serves
-/// `containerd.runtime.sandbox.v1.Sandbox`).
-fn tender_shim_handler(runc_root: &Path) -> String {
-    format!(
-        r#"
+/// The README snippet that declares the `tender-shim` handler (issue 14's work).
+const SANDBOXER_SNIPPET: &str = "v3-tender-sandboxer";
+
+/// The `tender-shim` handler, appended to the user's config after the README's `tender`
+/// snippet: Tender as containerd's shim sandboxer. containerd 2.1 reads `sandboxer` from the
+/// runtime's table (`podsandbox`, the default, or `shim`: the shim serves
+/// `containerd.runtime.sandbox.v1.Sandbox`). The README's snippet when it has one (what users
+/// are told to write), else the same table. It has no `options` table: CRI would send Tender's
+/// TOML options (`runtimeoptions.v1.Options`), which containerd 2.1.9 then fails to decode as
+/// runc's when it creates the pod's containers through the sandbox's task API ("can't
+/// unmarshal type runtimeoptions.v1.Options to output containerd.runc.v1.Options" at
+/// StartContainer). So runc keeps its default state root for this handler's containers.
+fn tender_shim_handler() -> String {
+    match common::snippet_in(&common::readme(), SANDBOXER_SNIPPET) {
+        Ok(s) => format!("\n{s}"),
+        Err(_) => "
 # The pod benchmark: Tender as containerd's shim sandboxer (no pause container).
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.tender-shim]
   runtime_type = 'io.containerd.tender.v2'
   sandboxer = 'shim'
-  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.tender-shim.options]
-    BinaryName = 'runc'
-    Root = '{}'
-"#,
-        runc_root.display()
-    )
+"
+        .to_string(),
+    }
 }
 
 /// The private containerd 2.1 with CRI and the three handlers (and the Go shim's directory on
@@ -287,7 +304,7 @@ fn start_node(s: &Settings) -> (CriNode, GoShimDir) {
             // What a user of containerd 2.x has: `containerd config default`, the README's
             // `tender` snippet, and the benchmark's `tender-shim` handler.
             let mut text = cri::config::user_config(cri::config::Start::ConfigDefault, &l.build);
-            text.push_str(&tender_shim_handler(&l.dir.join("runc")));
+            text.push_str(&tender_shim_handler());
             text
         },
         |_, text| {
@@ -339,6 +356,8 @@ struct RunningPod {
     id: String,
     container: String,
     start: Duration,
+    /// RunPodSandbox, CreateContainer, StartContainer.
+    phases: [Duration; 3],
 }
 
 /// RunPodSandbox + CreateContainer + StartContainer, timed. On an error after RunPodSandbox
@@ -351,22 +370,26 @@ fn start_pod(node: &CriNode, mode: &Mode) -> Result<RunningPod, String> {
         .cri
         .run_pod_sandbox(&cfg, mode.handler)
         .map_err(|e| format!("RunPodSandbox: {}", e.message()))?;
+    let t1 = Instant::now();
+    let mut t2 = t1;
     let started = node
         .cri
         .create_container(&id, &ctr, &cfg)
         .map_err(|e| format!("CreateContainer: {}", e.message()))
         .and_then(|c| {
+            t2 = Instant::now();
             node.cri
                 .start_container(&c)
                 .map(|_| c)
                 .map_err(|e| format!("StartContainer: {}", e.message()))
         });
-    let start = t0.elapsed();
+    let t3 = Instant::now();
     match started {
         Ok(container) => Ok(RunningPod {
             id,
             container,
-            start,
+            start: t3 - t0,
+            phases: [t1 - t0, t2 - t1, t3 - t2],
         }),
         Err(e) => {
             let _ = stop_pod(node, &id);
@@ -375,16 +398,17 @@ fn start_pod(node: &CriNode, mode: &Mode) -> Result<RunningPod, String> {
     }
 }
 
-/// StopPodSandbox + RemovePodSandbox, timed.
-fn stop_pod(node: &CriNode, id: &str) -> Result<Duration, String> {
+/// StopPodSandbox + RemovePodSandbox, each timed.
+fn stop_pod(node: &CriNode, id: &str) -> Result<[Duration; 2], String> {
     let t0 = Instant::now();
     node.cri
         .stop_pod_sandbox(id)
         .map_err(|e| format!("StopPodSandbox: {}", e.message()))?;
+    let t1 = Instant::now();
     node.cri
         .remove_pod_sandbox(id)
         .map_err(|e| format!("RemovePodSandbox: {}", e.message()))?;
-    Ok(t0.elapsed())
+    Ok([t1 - t0, t1.elapsed()])
 }
 
 // ---------------------------------------------------------------------------
@@ -553,8 +577,9 @@ fn pod_infra(node: &CriNode, pod: &RunningPod) -> Result<Infra, String> {
         .cri
         .pod_sandbox_status(&pod.id, true)
         .map_err(|e| format!("PodSandboxStatus: {e}"))?;
-    let sandbox_pid = info_pid(&st.info)
-        .ok_or_else(|| format!("no sandbox pid in PodSandboxStatus info: {:?}", st.info))?;
+    // containerd 2.1.9 gives no verbose info for shim-sandboxer pods (2.3 does): then the
+    // sandbox processes are the shim's children that are not containers.
+    let sandbox_pid = info_pid(&st.info);
     let cs: api::ContainerStatusResponse = node
         .cri
         .runtime(
@@ -568,34 +593,40 @@ fn pod_infra(node: &CriNode, pod: &RunningPod) -> Result<Infra, String> {
     let container_pid = info_pid(&cs.info)
         .ok_or_else(|| format!("no container pid in ContainerStatus info: {:?}", cs.info))?;
     let table = process_table();
-    let mut shims: BTreeSet<u32> = [sandbox_pid, container_pid]
+    let mut shims: BTreeSet<u32> = sandbox_pid
         .iter()
+        .chain([container_pid].iter())
         .filter_map(|p| shim_ancestor(&table, *p))
         .collect();
     let sock = node.cd.socket.to_string_lossy().into_owned();
     for (pid, p) in &table {
         // (A holder forked by the shim may carry the shim's exe and argv: it is the sandbox.)
-        if *pid != sandbox_pid && is_shim(p) && p.argv.contains(&sock) && p.argv.contains(&pod.id) {
+        if Some(*pid) != sandbox_pid
+            && is_shim(p)
+            && p.argv.contains(&sock)
+            && p.argv.contains(&pod.id)
+        {
             shims.insert(*pid);
         }
     }
     if shims.is_empty() {
         return Err(format!(
-            "no shim found for pod {} (sandbox pid {sandbox_pid}, container pid {container_pid})",
+            "no shim found for pod {} (sandbox pid {sandbox_pid:?}, container pid {container_pid})",
             pod.id
         ));
     }
     let containers = subtree(&table, container_pid);
-    let mut members: BTreeSet<u32> = subtree(&table, sandbox_pid);
+    let mut members: BTreeSet<u32> = sandbox_pid.map(|p| subtree(&table, p)).unwrap_or_default();
     for s in &shims {
         members.extend(subtree(&table, *s));
     }
     let mut infra = Infra::default();
     for pid in members.difference(&containers) {
-        let role = if *pid == sandbox_pid {
-            Role::Sandbox
-        } else if shims.contains(pid) {
+        let parent = table.get(pid).map(|p| p.ppid).unwrap_or(0);
+        let role = if shims.contains(pid) {
             Role::Shim
+        } else if Some(*pid) == sandbox_pid || (sandbox_pid.is_none() && shims.contains(&parent)) {
+            Role::Sandbox
         } else {
             Role::Other
         };
@@ -834,6 +865,8 @@ struct ModeResult {
     unavailable: Option<String>,
     start: Series,
     teardown: Series,
+    /// Per RPC: [`PHASES`].
+    phases: [Series; 5],
     errors: Vec<String>,
     /// Per pod of the memory phase.
     infra: Vec<Infra>,
@@ -972,7 +1005,10 @@ fn run(s: Settings) -> Run {
                     match down {
                         Ok(d) if recorded => {
                             r.start.0.push(ms(pod.start));
-                            r.teardown.0.push(ms(d));
+                            r.teardown.0.push(ms(d[0] + d[1]));
+                            for (i, t) in pod.phases.iter().chain(d.iter()).enumerate() {
+                                r.phases[i].0.push(ms(*t));
+                            }
                         }
                         Ok(_) => {}
                         Err(e) if mode.required => {
@@ -1192,8 +1228,9 @@ fn report(run: &Run) -> String {
         "Every process that exists for the pod besides its container: the shim(s) serving it \
          (nearest `containerd-shim-*` ancestor of the sandbox and container pids, and shims of \
          this containerd whose argv names the pod) and the sandbox pid CRI reports (the pause \
-         container's process, or the holder), with their descendants, minus the container's \
-         process tree. PSS/RSS/USS from `/proc/<pid>/smaps_rollup`, kB, mean per pod with \
+         container's process, or the holder; containerd 2.1.9 reports none for shim-sandboxer \
+         pods, whose sandbox processes are then the shim's children that are not containers), \
+         with their descendants, minus the container's process tree. PSS/RSS/USS from `/proc/<pid>/smaps_rollup`, kB, mean per pod with \
          K = {} pods of the mode running (PSS splits shared pages among the processes mapping \
          them, so it depends on K). The pause image here is the suite's busybox `sleep` (no \
          registry access), whose text the container's busybox `sleep` shares.\n",
@@ -1253,6 +1290,21 @@ fn report(run: &Run) -> String {
             r.start.0.len(),
             r.errors.len()
         );
+    }
+    let _ = writeln!(o, "\nPer CRI call, medians (ms):\n");
+    let _ = writeln!(o, "| mode | {} |", PHASES.join(" | "));
+    let _ = writeln!(o, "|---|{}", "---|".repeat(PHASES.len()));
+    for mode in &s.modes {
+        let r = &run.results[mode.handler];
+        if r.unavailable.is_some() {
+            continue;
+        }
+        let cells: Vec<String> = r
+            .phases
+            .iter()
+            .map(|p| format!("{:.1}", p.median()))
+            .collect();
+        let _ = writeln!(o, "| {} | {} |", mode.label, cells.join(" | "));
     }
     for mode in &s.modes {
         let r = &run.results[mode.handler];

@@ -863,6 +863,8 @@ fn git_rev(dir: &Path) -> String {
 struct ModeResult {
     /// `Some(error)` when the mode could not run a pod.
     unavailable: Option<String>,
+    /// A pod of this mode has started once.
+    ever_started: bool,
     start: Series,
     teardown: Series,
     /// Per RPC: [`PHASES`].
@@ -987,9 +989,11 @@ fn run(s: Settings) -> Run {
             if r.unavailable.is_some() {
                 continue;
             }
-            let first = r.start.0.is_empty() && r.errors.is_empty() && round <= s.warmup;
+            // The first pod of a mode tells whether it works at all.
+            let first = !r.ever_started;
             match start_pod(&node, &mode) {
                 Ok(pod) => {
+                    r.ever_started = true;
                     if first {
                         // Which binaries serve this handler (shown in the report).
                         let table = process_table();
@@ -1011,18 +1015,26 @@ fn run(s: Settings) -> Run {
                             }
                         }
                         Ok(_) => {}
-                        Err(e) if mode.required => {
-                            panic!("{}: {e}\n{}", mode.label, node.log_tail(60))
+                        Err(e) => {
+                            // Counted, shown in the report, and the pod removed (untimed) so
+                            // that it does not linger.
+                            eprintln!("podbench: {}: round {round}: {e}", mode.label);
+                            r.errors.push(format!("round {round}: {e}"));
+                            let _ = stop_pod(&node, &pod.id);
                         }
-                        Err(e) => r.errors.push(e),
                     }
                 }
-                Err(e) if mode.required => panic!("{}: {e}\n{}", mode.label, node.log_tail(60)),
+                Err(e) if first && mode.required => {
+                    panic!("{}: {e}\n{}", mode.label, node.log_tail(60))
+                }
                 Err(e) if first => {
                     eprintln!("podbench: {} unavailable: {e}", mode.label);
                     r.unavailable = Some(e);
                 }
-                Err(e) => r.errors.push(e),
+                Err(e) => {
+                    eprintln!("podbench: {}: round {round}: {e}", mode.label);
+                    r.errors.push(format!("round {round}: {e}"));
+                }
             }
         }
         if recorded {
@@ -1078,11 +1090,12 @@ fn run(s: Settings) -> Run {
         }
         for p in &pods {
             if let Err(e) = stop_pod(&node, &p.id) {
+                let _ = stop_pod(&node, &p.id);
                 error.get_or_insert(e);
             }
         }
-        if let (Some(e), true) = (&error, mode.required) {
-            panic!("{} (memory phase): {e}\n{}", mode.label, node.log_tail(60));
+        if let Some(e) = &error {
+            eprintln!("podbench: {} (memory phase): {e}", mode.label);
         }
         let r = results.get_mut(mode.handler).expect("mode result");
         if let Some(i) = infra.first() {
@@ -1193,6 +1206,10 @@ fn report(run: &Run) -> String {
             (None, None) => "–".into(),
         };
         let dash = || "–".to_string();
+        let errs = match r.errors.len() {
+            0 => String::new(),
+            n => format!(", **{n} failed**"),
+        };
         let (rs_cell, rs_verdict, rd_cell, rp_cell, rp_verdict) = if mode.handler == REFERENCE {
             ("1".into(), dash(), "1".into(), dash(), dash())
         } else {
@@ -1208,7 +1225,7 @@ fn report(run: &Run) -> String {
         };
         let _ = writeln!(
             o,
-            "| {} (`{}`) | {start:.1} ms ({:.1}) | {rs_cell} | {rs_verdict} | {down:.1} ms ({:.1}) \
+            "| {} (`{}`) | {start:.1} ms ({:.1}){errs} | {rs_cell} | {rs_verdict} | {down:.1} ms ({:.1}) \
              | {rd_cell} | {pss_cell} | {rp_cell} | {rp_verdict} |",
             mode.label,
             mode.handler,
@@ -1308,8 +1325,18 @@ fn report(run: &Run) -> String {
     }
     for mode in &s.modes {
         let r = &run.results[mode.handler];
+        if !r.errors.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n{} errors in {} ({} rounds recorded; the failed pods were removed and \
+                 left out of the statistics), the first ones:\n",
+                r.errors.len(),
+                mode.label,
+                r.start.0.len()
+            );
+        }
         for e in r.errors.iter().take(3) {
-            let _ = writeln!(o, "\n- {} error: {e}", mode.label);
+            let _ = writeln!(o, "- {}", cell_text(e));
         }
     }
     let _ = writeln!(

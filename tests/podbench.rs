@@ -29,7 +29,9 @@
 //!   process trees.
 //!
 //! Rounds are interleaved (every round runs one pod per mode, the order rotating from round to
-//! round) after unrecorded warm-up rounds. The targets of issue 14 (pod start ≤ 0.60× and
+//! round) after unrecorded warm-up rounds, while one resident pod per mode keeps running, as on
+//! a node, which is never empty (what one pod leaves for the next matters: Tender's sealed
+//! runtime copy lives as long as some shim holds it; `PODBENCH_RESIDENT=0` runs without). The targets of issue 14 (pod start ≤ 0.60× and
 //! infrastructure PSS ≤ 0.15× Go shim + pause) are reported, not asserted. When the shim
 //! sandboxer does not work with the binary under test (the first RunPodSandbox on
 //! `tender-shim` fails), that row says "unavailable: <error>" and the other two are benched.
@@ -39,6 +41,7 @@
 //!   PODBENCH_WARMUP=2        unrecorded warm-up rounds
 //!   PODBENCH_PODS=10         K, pods running per mode in the memory phase
 //!   PODBENCH_SETTLE=2        seconds between starting the K pods and sampling their memory
+//!   PODBENCH_RESIDENT=1      keep one pod per mode running through the latency rounds (0: none)
 //!   PODBENCH_QUICK=1         N=3, warm-up 1, K=3 (explicit values still win)
 //!   PODBENCH_MODES=runc,tender,tender-shim
 //!   PODBENCH_OUT=bench/pods.md   the report (`-`: print only)
@@ -113,6 +116,8 @@ struct Settings {
     warmup: usize,
     pods: usize,
     settle: Duration,
+    /// Keep one pod per mode running during the latency rounds.
+    resident: bool,
     modes: Vec<Mode>,
     out: Option<PathBuf>,
     tender_shim: PathBuf,
@@ -168,6 +173,7 @@ impl Settings {
             warmup: env_usize("PODBENCH_WARMUP", w),
             pods: env_usize("PODBENCH_PODS", k).max(1),
             settle: Duration::from_secs(env_usize("PODBENCH_SETTLE", 2) as u64),
+            resident: env_usize("PODBENCH_RESIDENT", 1) != 0,
             modes,
             out,
             tender_shim: env_path("PODBENCH_TENDER_SHIM")
@@ -186,6 +192,7 @@ impl Settings {
             warmup: 0,
             pods: 1,
             settle: Duration::ZERO,
+            resident: true,
             modes: MODES.to_vec(),
             out: None,
             tender_shim: PathBuf::from(common::SHIM_BIN),
@@ -863,8 +870,6 @@ fn git_rev(dir: &Path) -> String {
 struct ModeResult {
     /// `Some(error)` when the mode could not run a pod.
     unavailable: Option<String>,
-    /// A pod of this mode has started once.
-    ever_started: bool,
     start: Series,
     teardown: Series,
     /// Per RPC: [`PHASES`].
@@ -978,6 +983,34 @@ fn run(s: Settings) -> Run {
         .collect();
     let mut shim_exes: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
 
+    // ---- one pod per mode: the probe, kept running as the node's resident pod ----------------
+    // A node is never empty, and what one pod leaves for the next matters: Tender's sealed
+    // runtime copy lives as long as some shim holds it (README, "The runtime's sealed copy").
+    let mut resident = Vec::new();
+    for mode in &s.modes {
+        match start_pod(&node, mode) {
+            Ok(pod) => {
+                let exes = shim_exes.entry(mode.handler).or_default();
+                for p in process_table().values() {
+                    if is_shim(p) && p.argv.contains(&pod.id) {
+                        exes.insert(p.exe.clone());
+                    }
+                }
+                if s.resident {
+                    resident.push((mode.label, pod));
+                } else if let Err(e) = stop_pod(&node, &pod.id) {
+                    panic!("{}: {e}\n{}", mode.label, node.log_tail(60));
+                }
+            }
+            Err(e) if mode.required => panic!("{}: {e}\n{}", mode.label, node.log_tail(60)),
+            Err(e) => {
+                eprintln!("podbench: {} unavailable: {e}", mode.label);
+                let r = results.get_mut(mode.handler).expect("mode result");
+                r.unavailable = Some(e);
+            }
+        }
+    }
+
     // ---- latency: interleaved rounds --------------------------------------------------------
     let total_rounds = s.warmup + s.rounds;
     for round in 0..total_rounds {
@@ -989,21 +1022,8 @@ fn run(s: Settings) -> Run {
             if r.unavailable.is_some() {
                 continue;
             }
-            // The first pod of a mode tells whether it works at all.
-            let first = !r.ever_started;
             match start_pod(&node, &mode) {
                 Ok(pod) => {
-                    r.ever_started = true;
-                    if first {
-                        // Which binaries serve this handler (shown in the report).
-                        let table = process_table();
-                        let exes = shim_exes.entry(mode.handler).or_default();
-                        for p in table.values() {
-                            if is_shim(p) && p.argv.contains(&pod.id) {
-                                exes.insert(p.exe.clone());
-                            }
-                        }
-                    }
                     let down = stop_pod(&node, &pod.id);
                     let r = results.get_mut(mode.handler).expect("mode result");
                     match down {
@@ -1023,13 +1043,6 @@ fn run(s: Settings) -> Run {
                             let _ = stop_pod(&node, &pod.id);
                         }
                     }
-                }
-                Err(e) if first && mode.required => {
-                    panic!("{}: {e}\n{}", mode.label, node.log_tail(60))
-                }
-                Err(e) if first => {
-                    eprintln!("podbench: {} unavailable: {e}", mode.label);
-                    r.unavailable = Some(e);
                 }
                 Err(e) => {
                     eprintln!("podbench: {}: round {round}: {e}", mode.label);
@@ -1056,6 +1069,12 @@ fn run(s: Settings) -> Run {
                 s.rounds,
                 line.join(", ")
             );
+        }
+    }
+
+    for (label, pod) in &resident {
+        if let Err(e) = stop_pod(&node, &pod.id) {
+            panic!("{label}: resident pod: {e}\n{}", node.log_tail(60));
         }
     }
 
@@ -1165,12 +1184,17 @@ fn report(run: &Run) -> String {
         "Generated by `make bench-pods` (part of `make bench`; scripts/bench-pods.sh → \
          tests/podbench.rs). One private containerd {} with CRI, a CNI bridge and three runtime \
          handlers; each round starts and tears down one pod per mode, interleaved (the order \
-         rotates every round), after {} unrecorded warm-up round(s). A pod is one busybox \
+         rotates every round), after {} unrecorded warm-up round(s){}. A pod is one busybox \
          `sleep` container. Ratios are against Go shim + pause; times are medians (p90 in \
          brackets) over {} rounds; memory is the mean per pod with K = {} pods of that mode \
          running.{}\n",
         run.containerd,
         s.warmup,
+        if s.resident {
+            ", with one resident pod per mode running meanwhile (a node is never empty)"
+        } else {
+            ", with no other pod running"
+        },
         s.rounds,
         s.pods,
         if s.quick {
@@ -1418,11 +1442,13 @@ fn report(run: &Run) -> String {
             run.neighbours.0, run.neighbours.1
         ),
         format!(
-            "parameters: PODBENCH_N={} PODBENCH_WARMUP={} PODBENCH_PODS={} PODBENCH_SETTLE={}",
+            "parameters: PODBENCH_N={} PODBENCH_WARMUP={} PODBENCH_PODS={} PODBENCH_SETTLE={} \
+             PODBENCH_RESIDENT={}",
             s.rounds,
             s.warmup,
             s.pods,
-            s.settle.as_secs()
+            s.settle.as_secs(),
+            u8::from(s.resident)
         ),
     ];
     for l in lines {

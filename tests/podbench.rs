@@ -50,6 +50,8 @@
 //!   PODBENCH_GO_SHIM         Go shim (default containerd 2.1's containerd-shim-runc-v2)
 //!   PODBENCH_CONTAINERD      directory with containerd + ctr (default containerd 2.1.9 under
 //!                            TENDER_MATRIX_DIR, /var/cache/tender-matrix)
+//!   PODBENCH_DEBUG_LOG=1     keep containerd's debug log (slower; with TENDER_E2E_KEEP=1 the
+//!                            log stays in /tmp/tender-e2e-*/containerd.log)
 //!
 //! The benchmark itself is `#[ignore]`d (`cargo test --test podbench -- --ignored --nocapture`);
 //! `podbench_smoke` runs one round of it with one pod per mode and writes nothing.
@@ -136,10 +138,13 @@ fn env_usize(name: &str, default: usize) -> usize {
     }
 }
 
+/// A path from the environment, made absolute (containerd's PATH gets symlinks to it; cargo
+/// runs tests in the package's directory).
 fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
+        .map(|p| fs::canonicalize(&p).unwrap_or(p))
 }
 
 fn repo() -> PathBuf {
@@ -319,7 +324,9 @@ fn start_node(s: &Settings) -> (CriNode, GoShimDir) {
             // (whole OCI specs per container) would cost every mode containerd CPU.
             let mut doc: toml_edit::DocumentMut =
                 text.parse().unwrap_or_else(|e| panic!("config: {e}"));
-            doc["debug"]["level"] = toml_edit::value("info");
+            if std::env::var("PODBENCH_DEBUG_LOG").as_deref() != Ok("1") {
+                doc["debug"]["level"] = toml_edit::value("info");
+            }
             doc.to_string()
         },
     );

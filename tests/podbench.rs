@@ -722,7 +722,9 @@ fn ratio_cell(a: &Series, b: &Series) -> (f64, String) {
     let (ma, mb) = (a.median(), b.median());
     let r = ma / mb;
     let rel = ((a.median_se() / ma).powi(2) + (b.median_se() / mb).powi(2)).sqrt();
-    if rel.is_finite() {
+    if !r.is_finite() {
+        (r, "–".to_string())
+    } else if rel.is_finite() {
         (r, format!("{r:.2}× ±{:.2}", r * rel))
     } else {
         (r, format!("{r:.2}×"))
@@ -1176,7 +1178,9 @@ fn verdict(ratio: f64, target: f64) -> &'static str {
 
 fn report(run: &Run) -> String {
     let s = &run.settings;
-    let reference = &run.results[REFERENCE];
+    // Without the Go shim in PODBENCH_MODES there is nothing to compare with: ratios are NaN.
+    let none = ModeResult::default();
+    let reference = run.results.get(REFERENCE).unwrap_or(&none);
     let ref_pss = reference
         .mean_infra()
         .map(|m| m.mem.pss as f64)

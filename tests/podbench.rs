@@ -21,20 +21,21 @@
 //! - **infrastructure memory**: with K pods of one mode running, the PSS (`smaps_rollup`) of
 //!   every process that exists for a pod besides its containers: the shim(s) serving it and
 //!   the pause process (or the holder). They are found from the pod's own pids: the sandbox
-//!   pid CRI reports (pause task or holder, verbose PodSandboxStatus; containerd 2.1.9 has none
-//!   for shim-sandboxer pods, whose sandbox processes are then the shim's children that are
-//!   not containers), the container's init pid
-//!   (verbose ContainerStatus), the nearest `containerd-shim-*` ancestor of each, every shim of
-//!   this containerd whose argv names the pod, and all their descendants minus the containers'
-//!   process trees.
+//!   pid CRI reports (pause task or holder, verbose PodSandboxStatus), the container's init
+//!   pid (verbose ContainerStatus), the nearest `containerd-shim-*` ancestor of each, every
+//!   shim of this containerd whose argv names the pod, and all their descendants minus the
+//!   containers' process trees. containerd 2.1.9 reports no sandbox pid for shim-sandboxer
+//!   pods: their sandbox processes are then the shim's children that are not containers.
 //!
 //! Rounds are interleaved (every round runs one pod per mode, the order rotating from round to
-//! round) after unrecorded warm-up rounds, while one resident pod per mode keeps running, as on
-//! a node, which is never empty (what one pod leaves for the next matters: Tender's sealed
-//! runtime copy lives as long as some shim holds it; `PODBENCH_RESIDENT=0` runs without). The targets of issue 14 (pod start ≤ 0.60× and
-//! infrastructure PSS ≤ 0.15× Go shim + pause) are reported, not asserted. When the shim
-//! sandboxer does not work with the binary under test (the first RunPodSandbox on
-//! `tender-shim` fails), that row says "unavailable: <error>" and the other two are benched.
+//! round) after unrecorded warm-up rounds, while one resident pod per mode keeps running, as
+//! on a node, which is never empty (what one pod leaves for the next matters: Tender's sealed
+//! runtime copy lives as long as some shim holds it; `PODBENCH_RESIDENT=0` runs without). The
+//! targets of issue 14 (pod start ≤ 0.60× and infrastructure PSS ≤ 0.15× Go shim + pause) are
+//! reported, not asserted. When the shim sandboxer does not work with the binary under test
+//! (the resident pod's RunPodSandbox on `tender-shim`, the first, fails), that row says
+//! "unavailable: <error>" and the other two are benched. Later failures are counted and
+//! reported; the Go shim's or Tender + pause's first pod failing ends the run.
 //!
 //! Environment (see also `scripts/bench-pods.sh`):
 //!   PODBENCH_N=40            measured rounds (one pod per mode each)
@@ -1476,7 +1477,7 @@ fn now_secs() -> u64 {
 }
 
 #[test]
-#[ignore = "benchmark (minutes): make bench-pods, or cargo test --test podbench -- --ignored --nocapture"]
+#[ignore = "benchmark (~1 min): make bench-pods, or cargo test --test podbench -- --ignored --nocapture"]
 fn podbench() {
     let s = Settings::from_env();
     let missing: Vec<(String, bool)> = s.prerequisites();

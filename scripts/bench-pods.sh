@@ -6,7 +6,7 @@
 #   tender-shim Tender as containerd's shim sandboxer (sandboxer = "shim": no pause container)
 # on ONE private containerd 2.1.9 with CRI, rounds interleaved. Writes bench/pods.md.
 #
-#   scripts/bench-pods.sh          (as root; ~2 min on 2 vCPUs)
+#   scripts/bench-pods.sh          (as root; ~1 min on 2 vCPUs, plus the release build)
 #
 # The benchmark is tests/podbench.rs (an #[ignore]d test, reusing the CRI client and node of
 # tests/cri); this script builds the static release shim (scripts/build-release.sh) and runs

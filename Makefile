@@ -11,6 +11,9 @@
 #                containerd 2.1.9, and lifecycle/exec/CRI/restart/parity/Docker on 1.7.24
 #   make demo    run a container through a private containerd with Tender
 #   make lint    rustfmt check + clippy with warnings denied
+#   make bench   shim scorecard (bench/results.md), then the pod benchmark (bench/pods.md)
+#   make bench-pods  the pod benchmark alone (issue 14: Go shim + pause, Tender + pause,
+#                Tender as shim sandboxer on containerd 2.1.9)
 #
 # TENDER_E2E_RUNTIME=io.containerd.runc.v2 make test   checks the e2e tests
 # against containerd's Go shim instead of Tender.
@@ -27,7 +30,7 @@ E2E_ALL = --test 'e2e_*' --test hostile_input --test protocol
 E2E_17 = --test e2e_lifecycle --test e2e_exec_stdio --test e2e_exit_latency --test e2e_cri \
 	--test e2e_restart_faults --test e2e_parity --test e2e_docker --test e2e_install
 
-.PHONY: all build deps test demo lint bench memcheck
+.PHONY: all build deps test demo lint bench bench-pods memcheck
 
 all: build
 
@@ -56,10 +59,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Tender vs the Go runc v2 shim via ../shared/bench/shimbench -> bench/results.md
-# (BENCH_QUICK=1 for a ~20 s smoke run; see scripts/bench.sh for knobs)
+# Tender vs the Go runc v2 shim via ../shared/bench/shimbench -> bench/results.md, then the
+# pod benchmark -> bench/pods.md (BENCH_QUICK=1 for a quick run of both; see scripts/bench.sh
+# and scripts/bench-pods.sh for knobs)
 bench:
 	./scripts/bench.sh
+	./scripts/bench-pods.sh
+
+# CRI pods on one containerd 2.1.9: Go shim + pause, Tender + pause, Tender as shim sandboxer
+# (pod start/teardown, infrastructure PSS per pod) -> bench/pods.md
+bench-pods:
+	./scripts/bench-pods.sh
 
 # memory budget per shim (PSS/RSS/threads) with MEMCHECK_N sleep containers
 memcheck:

@@ -1828,7 +1828,10 @@ impl Containerd {
         Self::start_build_with_shim(containerd_version(), shim, &[], default_config)
     }
 
-    fn start_build_with_shim(
+    /// Like [`Containerd::start_build_with_config`], with the private
+    /// `bin/containerd-shim-tender-v2` symlink pointing at `shim` (the pod benchmark runs a
+    /// release build, or another branch's).
+    pub fn start_build_with_shim(
         build: ContainerdBuild,
         shim: &Path,
         runtime_dirs: &[&Path],

@@ -342,6 +342,29 @@ pub fn is_state(s: &api::ContainerStatus, state: api::ContainerState) -> bool {
 // The private CRI node
 // ---------------------------------------------------------------------------
 
+/// What a [`CriNode`] runs: the containerd build, the binary behind `io.containerd.tender.v2`,
+/// the `runtime_type` of the `tender` handler and extra directories on containerd's PATH
+/// (searched after the Tender symlink, before the normal PATH: e.g. another Go shim).
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub build: common::ContainerdBuild,
+    pub shim: PathBuf,
+    pub runtime: String,
+    pub runtime_dirs: Vec<PathBuf>,
+}
+
+impl NodeOptions {
+    /// The suite's: the containerd under test, cargo's shim, `TENDER_E2E_RUNTIME`.
+    pub fn for_suite() -> NodeOptions {
+        NodeOptions {
+            build: common::containerd_version(),
+            shim: PathBuf::from(common::SHIM_BIN),
+            runtime: common::runtime(),
+            runtime_dirs: Vec::new(),
+        }
+    }
+}
+
 /// A private containerd with the CRI plugin, a `tender` runtime handler, a private CNI bridge
 /// network and the busybox + pause images in `k8s.io`. Dropping it removes what the pods may
 /// have left (pods through CRI, cgroups under the private parent, network namespaces, the
@@ -376,6 +399,17 @@ impl CriNode {
     /// A node whose user config (before the private overrides of
     /// [`config::private_config`]) is what `user` returns for the instance's layout.
     pub fn start_from_user(user: impl FnOnce(&ContainerdLayout) -> String) -> CriNode {
+        CriNode::start_custom(NodeOptions::for_suite(), user, |_, text| text)
+    }
+
+    /// A node on `opts`' containerd build and shim binary, whose user config is what `user`
+    /// returns for the instance's layout, and whose final config (user config plus the private
+    /// overrides) `finish` may still change (the pod benchmark turns debug logging off).
+    pub fn start_custom(
+        opts: NodeOptions,
+        user: impl FnOnce(&ContainerdLayout) -> String,
+        finish: impl FnOnce(&ContainerdLayout, String) -> String,
+    ) -> CriNode {
         let pid = std::process::id();
         let uniq = common::unique_id("cri");
         let cgroup_parent = format!("/tender-e2e-{uniq}");
@@ -388,15 +422,17 @@ impl CriNode {
             "10.213.{}.0/24",
             (pid.wrapping_mul(7).wrapping_add(n)) % 250
         );
-        let runtime = common::runtime();
+        let runtime = opts.runtime;
         let pause = pause_image();
         let mut runc_root = PathBuf::new();
         let mut logs = PathBuf::new();
         let (b, s) = (bridge.clone(), subnet.clone());
-        let cd = Containerd::start_with_config(&[], |l| {
+        let dirs: Vec<&Path> = opts.runtime_dirs.iter().map(PathBuf::as_path).collect();
+        let cd = Containerd::start_build_with_shim(opts.build, &opts.shim, &dirs, |l| {
             runc_root = l.dir.join("runc");
             logs = l.dir.join("pods");
-            cri_config(l, user(l), &runtime, &b, &s)
+            let text = cri_config(l, user(l), &runtime, &b, &s);
+            finish(l, text)
         });
         let cri = match CriClient::connect(&cd.socket) {
             Ok(c) => c,

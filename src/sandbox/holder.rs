@@ -247,6 +247,9 @@ async fn read_report(fd: OwnedFd) -> Result<Report, String> {
 
 /// The holder's own `main` (argv: [name, HOLDER_ARG, id, sysctl=value...]).
 pub fn main(args: &[String]) -> i32 {
+    // `ps -o comm` and /proc/<pid>/comm would otherwise show "exe" (we run /proc/self/exe).
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"tender-holder".as_ptr(), 0, 0, 0) };
     // SAFETY: fd 3 is the report pipe the shim set up for us (see `spawn`).
     let mut report = unsafe { std::fs::File::from_raw_fd(REPORT_FD) };
     for kv in args.iter().skip(3) {

@@ -120,7 +120,8 @@ pub struct Shim {
     create_ended: tokio::sync::Notify,
     /// Options the shim was started with (the start action's stdin); Create's options win.
     start_options: Options,
-    shutdown: Arc<tokio::sync::Notify>,
+    /// The daemon's exit (shared with the Sandbox service and the server).
+    exit: Arc<crate::server::Exit>,
 }
 
 impl Shim {
@@ -129,7 +130,7 @@ impl Shim {
         reaper: Arc<Reaper>,
         publisher: Publisher,
         start_options: Options,
-        shutdown: Arc<tokio::sync::Notify>,
+        exit: Arc<crate::server::Exit>,
     ) -> Self {
         Self {
             namespace,
@@ -139,7 +140,7 @@ impl Shim {
             creating: Mutex::new(HashSet::new()),
             create_ended: tokio::sync::Notify::new(),
             start_options,
-            shutdown,
+            exit,
         }
     }
 
@@ -798,9 +799,11 @@ impl Task for Shim {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> Result<Empty> {
-        // Only an empty shim goes away; containerd calls this after every Delete.
+        // Only an empty shim goes away; containerd calls this after every Delete. It answers
+        // once every other request is answered: containerd closes the connection on this
+        // answer (see `server::Exit`).
         if self.is_empty() {
-            self.shutdown.notify_one();
+            self.exit.try_exit().await;
         }
         Ok(Empty::new())
     }

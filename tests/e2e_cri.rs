@@ -763,3 +763,69 @@ fn host_pid_pod_kills_what_the_init_leaves_and_stops() {
     }
     pod_without_own_pid_namespace(TEST, api::NamespaceMode::Node);
 }
+
+/// StopPodSandbox while the pause container's `runc kill` is slow to answer: the pause dies at
+/// the signal, its TaskExit makes containerd delete the task and shut the shim down while the
+/// Kill is still running, and containerd closes its connection on Shutdown's answer. The Kill
+/// must have been answered first ("failed to kill pod sandbox container: ttrpc: closed", 2 in
+/// ~600 pods of the pod benchmark, when `runc kill` happened to lag). `runc` on containerd's
+/// PATH is a wrapper that answers `kill` 1 s late.
+#[test]
+fn stop_pod_sandbox_with_a_slow_runtime_kill_succeeds() {
+    const TEST: &str = "stop_pod_sandbox_with_a_slow_runtime_kill_succeeds";
+    if !common::e2e_enabled_with(TEST, &cri::prerequisites()) {
+        return;
+    }
+    if common::runtime_binary_override().is_some() {
+        common::notice(&format!(
+            "SKIP {TEST}: wraps runc (runtime binary overridden)"
+        ));
+        return;
+    }
+    let wrapper_dir = std::env::temp_dir().join(common::unique_id("tender-slow-kill"));
+    fs::create_dir_all(&wrapper_dir).expect("wrapper dir");
+    let runc = common::runtime_binary_path();
+    let wrapper = wrapper_dir.join("runc");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             for a in \"$@\"; do\n\
+             \x20 if [ \"$a\" = kill ]; then {runc} \"$@\"; rc=$?; sleep 1; exit $rc; fi\n\
+             done\n\
+             exec {runc} \"$@\"\n",
+            runc = runc.display()
+        ),
+    )
+    .expect("write wrapper");
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod wrapper");
+    let mut opts = cri::NodeOptions::for_suite();
+    opts.runtime_dirs = vec![wrapper_dir.clone()];
+    let node = CriNode::start_custom(
+        opts,
+        |l| cri::config::user_config(cri::config::Start::for_suite(&l.build), &l.build),
+        |_, text| text,
+    );
+    let cri = &node.cri;
+    let diag = || node.log_tail(60);
+    for round in 0..3 {
+        let pod = cri
+            .run_pod_sandbox(
+                &node.pod_config(&format!("slow-kill-{round}")),
+                cri::HANDLER,
+            )
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", diag()));
+        let started = Instant::now();
+        cri.stop_pod_sandbox(&pod)
+            .unwrap_or_else(|e| panic!("StopPodSandbox (round {round}): {e}\n{}", diag()));
+        eprintln!("round {round}: StopPodSandbox took {:?}", started.elapsed());
+        cri.remove_pod_sandbox(&pod)
+            .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", diag()));
+    }
+    drop(node);
+    let _ = fs::remove_dir_all(&wrapper_dir);
+}

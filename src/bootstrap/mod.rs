@@ -440,39 +440,45 @@ fn run_daemon(d: Daemon) -> Result<(), String> {
             }
         });
         let publisher = crate::events::Publisher::start(d.ttrpc_address, d.namespace.clone());
-        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let exit = crate::server::Exit::new();
         let namespace = d.namespace.clone();
         let shim = Arc::new(crate::service::Shim::new(
             d.namespace,
             reaper.clone(),
             publisher.clone(),
             d.options,
-            shutdown.clone(),
+            exit.clone(),
         ));
         let sandboxes = Arc::new(crate::sandbox::SandboxService::new(
             namespace,
             reaper.clone(),
-            shutdown.clone(),
+            exit.clone(),
         ));
-        let mut server = crate::server::build(shim.clone(), sandboxes.clone(), LISTENER_FD)?;
+        // A shim-sandboxed pod's shim stays while the sandbox does (ShutdownSandbox ends it).
+        exit.set_idle_check({
+            let (shim, sandboxes) = (Arc::downgrade(&shim), Arc::downgrade(&sandboxes));
+            move || {
+                shim.upgrade().is_some_and(|s| s.is_empty())
+                    && sandboxes.upgrade().is_some_and(|s| s.is_idle())
+            }
+        });
+        let mut server = crate::server::build(shim, sandboxes, exit.clone(), LISTENER_FD)?;
         server
             .start()
             .await
             .map_err(|e| format!("ttrpc server: {e}"))?;
         log::info!("serving on {}", socket.display());
-        loop {
-            shutdown.notified().await;
-            // A shim-sandboxed pod's shim stays while the sandbox does (ShutdownSandbox ends it).
-            if shim.is_empty() && sandboxes.is_idle() {
-                break;
-            }
-        }
+        // Decided by Shutdown or ShutdownSandbox once the shim is idle and every other request
+        // is answered; later requests are refused (see `server::Exit`).
+        exit.exiting().await;
         // Let the last events (TaskExit, TaskDelete) reach containerd before going away.
         if !publisher.flush(Duration::from_secs(5)).await {
             log::warn!("exiting with undelivered events");
         }
         let _ = std::fs::remove_file(&socket);
-        // Graceful: the pending Shutdown reply is still sent.
+        // Graceful: waits until every connection's handlers have queued their replies (the
+        // Shutdown's among them) and its writer has written them, so no answer is lost when the
+        // runtime is dropped below. Bounded: a peer that stops reading cannot keep us here.
         let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
         Ok::<(), String>(())
     });

@@ -126,17 +126,17 @@ pub struct SandboxService {
     reaper: Arc<Reaper>,
     namespace: String,
     slot: Mutex<Option<Arc<Pod>>>,
-    /// The daemon's "maybe exit now" signal (shared with the Task service).
-    shutdown: Arc<tokio::sync::Notify>,
+    /// The daemon's exit (shared with the Task service and the server).
+    exit: Arc<crate::server::Exit>,
 }
 
 impl SandboxService {
-    pub fn new(namespace: String, reaper: Arc<Reaper>, shutdown: Arc<tokio::sync::Notify>) -> Self {
+    pub fn new(namespace: String, reaper: Arc<Reaper>, exit: Arc<crate::server::Exit>) -> Self {
         Self {
             reaper,
             namespace,
             slot: Mutex::new(None),
-            shutdown,
+            exit,
         }
     }
 
@@ -439,9 +439,9 @@ impl SandboxApi for SandboxService {
             }
         }
         log::info!("sandbox {} shut down", pod.id);
-        // Reply first, then let the daemon exit (once no container is left).
-        let shutdown = self.shutdown.clone();
-        crate::after_reply(async move { shutdown.notify_one() });
+        // The daemon exits once no container is left, and answers first every other request
+        // in flight: containerd may close the connection on this answer (see `server::Exit`).
+        self.exit.try_exit().await;
         Ok(api::ShutdownSandboxResponse::new())
     }
 

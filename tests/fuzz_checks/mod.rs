@@ -261,11 +261,12 @@ impl Dispatcher {
                 "/nonexistent/tender-fuzz.sock".into(),
                 "fuzz".into(),
             );
-            let shutdown = Arc::new(tokio::sync::Notify::new());
+            // No idle check is set: a fuzzed Shutdown never makes the dispatcher refuse.
+            let exit = tender::server::Exit::new();
             let sandboxes = Arc::new(tender::sandbox::SandboxService::new(
                 "fuzz".into(),
                 reaper.clone(),
-                shutdown.clone(),
+                exit.clone(),
             ));
             let shim = Arc::new(tender::service::Shim::new(
                 "fuzz".into(),
@@ -276,9 +277,9 @@ impl Dispatcher {
                     binary_name: "/nonexistent/tender-fuzz-runtime".into(),
                     ..Options::default()
                 },
-                shutdown,
+                exit.clone(),
             ));
-            tender::server::services(shim, sandboxes)
+            tender::server::services(shim, sandboxes, exit)
         });
         Dispatcher { rt, services }
     }

@@ -8,7 +8,8 @@
 #                host's containerd 1.6 (Docker's tests on 2.1), then the lifecycle and
 #                resources e2e tests again with crun (CRUN_PASS=0 skips that pass), then
 #                the version matrix (MATRIX=0 skips it): every end-to-end suite on
-#                containerd 2.1.9, and lifecycle/exec/CRI/restart/parity/Docker on 1.7.24
+#                containerd 2.1.9 (and the installer image), and lifecycle/exec/CRI/restart/
+#                parity/Docker/installer on 1.7.24
 #   make demo    run a container through a private containerd with Tender
 #   make lint    rustfmt check + clippy with warnings denied
 #   make bench   shim scorecard (bench/results.md), then the pod benchmark (bench/pods.md)
@@ -26,9 +27,10 @@ TEST_THREADS ?= 4
 CRUN_PASS ?= 1
 MATRIX ?= 1
 # The end-to-end suites (each starts private containerds; see tests/common/mod.rs).
-E2E_ALL = --test 'e2e_*' --test hostile_input --test protocol
+E2E_ALL = --test 'e2e_*' --test hostile_input --test protocol --test deploy
 E2E_17 = --test e2e_lifecycle --test e2e_exec_stdio --test e2e_exit_latency --test e2e_cri \
-	--test e2e_restart_faults --test e2e_parity --test e2e_docker --test e2e_install
+	--test e2e_restart_faults --test e2e_parity --test e2e_docker --test e2e_install \
+	--test deploy
 
 .PHONY: all build deps test demo lint bench bench-pods memcheck
 

@@ -44,6 +44,7 @@ fn container(name: &str, command: &[&str], memory_limit: i64) -> api::ContainerC
                     pid: api::NamespaceMode::Container as i32,
                     ipc: api::NamespaceMode::Pod as i32,
                     target_id: String::new(),
+                    userns_options: None,
                 }),
                 ..Default::default()
             }),

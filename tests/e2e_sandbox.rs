@@ -62,6 +62,7 @@ fn ns_opts(pid: api::NamespaceMode) -> api::NamespaceOption {
         pid: pid as i32,
         ipc: api::NamespaceMode::Pod as i32,
         target_id: String::new(),
+        userns_options: None,
     }
 }
 
@@ -956,6 +957,7 @@ fn host_network_pod_at_protocol_level() {
                 pid: api::NamespaceMode::Pod as i32,
                 ipc: api::NamespaceMode::Pod as i32,
                 target_id: String::new(),
+                userns_options: None,
             }),
             ..Default::default()
         }),
@@ -1295,4 +1297,551 @@ fn holder_failures_are_clear_errors() {
             "pod files or mounts left"
         );
     }
+}
+
+/// A network namespace inside a fresh user namespace with the given mappings, bound to a file:
+/// what containerd 2.x's CRI makes for a userns pod before it calls CreateSandbox
+/// (`setupNetnsWithinUserns`). Unmounted and removed on drop.
+struct UsernsNetns {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl UsernsNetns {
+    fn new(tag: &str, uid_map: &str, gid_map: &str) -> UsernsNetns {
+        let dir = std::env::temp_dir().join(common::unique_id(tag));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("net");
+        fs::write(&path, "").expect("netns file");
+        let mut child = std::process::Command::new("unshare")
+            .args(["--user", "--net", "sleep", "60"])
+            .spawn()
+            .expect("unshare");
+        let pid = child.id().to_string();
+        let entered = common::wait_until(WAIT, Duration::from_millis(10), || {
+            (ns_link(&pid, "user") != ns_link("self", "user")).then_some(())
+        });
+        assert!(entered.is_some(), "unshare --user did not happen");
+        fs::write(format!("/proc/{pid}/uid_map"), uid_map).expect("uid_map");
+        fs::write(format!("/proc/{pid}/gid_map"), gid_map).expect("gid_map");
+        let st = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(format!("/proc/{pid}/ns/net"))
+            .arg(&path)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "bind the netns");
+        let _ = child.kill();
+        let _ = child.wait();
+        UsernsNetns { dir, path }
+    }
+
+    fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Drop for UsernsNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `ioctl(NS_GET_USERNS)`: the (device, inode) of the user namespace owning the namespace
+/// at `path`.
+fn owner_of(path: &str) -> (u64, u64) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let f = fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: NS_GET_USERNS (_IO(0xb7, 1)) takes no argument and returns a new fd.
+    let fd = unsafe { libc::ioctl(f.as_raw_fd(), 0xb701 as _) };
+    assert!(
+        fd >= 0,
+        "NS_GET_USERNS {path}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh fd of ours.
+    let owner = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let m = owner.metadata().expect("fstat");
+    (m.dev(), m.ino())
+}
+
+fn ns_id(path: &str) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    (m.dev(), m.ino())
+}
+
+fn id_map(container_id: u32, host_id: u32, length: u32) -> api::IdMapping {
+    api::IdMapping {
+        host_id,
+        container_id,
+        length,
+    }
+}
+
+fn userns_pod_config(
+    hostname: &str,
+    network: api::NamespaceMode,
+    uids: Vec<api::IdMapping>,
+    gids: Vec<api::IdMapping>,
+) -> api::PodSandboxConfig {
+    api::PodSandboxConfig {
+        hostname: hostname.into(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            sysctls: [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    network: network as i32,
+                    pid: api::NamespaceMode::Pod as i32,
+                    ipc: api::NamespaceMode::Pod as i32,
+                    target_id: String::new(),
+                    userns_options: Some(api::UserNamespace {
+                        mode: api::NamespaceMode::Pod as i32,
+                        uids,
+                        gids,
+                    }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A userns pod (Kubernetes `hostUsers: false`) at the protocol level, as containerd 2.1.9's
+/// CRI drives it: the network namespace it passes was made inside a user namespace with the
+/// pod's mappings. The holder joins that user namespace (uid/gid 0 there, mapped to the pod's
+/// host range) and its UTS, IPC and PID namespaces belong to it; a process joining the pod
+/// the way runc does for a container (user namespace first, then ipc, uts, net, pid) gets in
+/// and is root in the pod, mapped. Bad mappings are INVALID_ARGUMENT, a network namespace of
+/// the node's user namespace FAILED_PRECONDITION, mappings other than the namespace's a clear
+/// StartSandbox error.
+#[test]
+fn userns_pod_at_protocol_level() {
+    const TEST: &str = "userns_pod_at_protocol_level";
+    if !common::e2e_enabled(TEST) {
+        return;
+    }
+    use containerd_shim_protos::sandbox_api as sb;
+    use proto::*;
+
+    const UID_BASE: u32 = 1_000_000;
+    const GID_BASE: u32 = 1_200_000;
+    let netns = UsernsNetns::new(
+        "usernsnet",
+        &format!("0 {UID_BASE} 65536\n"),
+        &format!("0 {GID_BASE} 65536\n"),
+    );
+    let good = |hostname: &str| {
+        userns_pod_config(
+            hostname,
+            api::NamespaceMode::Pod,
+            vec![id_map(0, UID_BASE, 65536)],
+            vec![id_map(0, GID_BASE, 65536)],
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let l = Layout::new("userns");
+    let address = l.start_shim();
+    let id = l.id.clone();
+    let pid = rt.block_on(async {
+        let c = ttrpc::asynchronous::Client::connect(&address)
+            .await
+            .expect("connect");
+        let m = |c, h, n| vec![id_map(c, h, n)];
+        let many: Vec<api::IdMapping> = (0..341).map(|i| id_map(i, UID_BASE + i, 1)).collect();
+        let bad = [
+            ("no uid mapping", vec![], m(0, GID_BASE, 65536)),
+            ("no gid mapping", m(0, UID_BASE, 65536), vec![]),
+            ("length 0", m(0, UID_BASE, 0), m(0, GID_BASE, 65536)),
+            ("host overflow", m(0, u32::MAX, 2), m(0, GID_BASE, 65536)),
+            (
+                "container overflow",
+                m(u32::MAX - 1, UID_BASE, 3),
+                m(0, GID_BASE, 65536),
+            ),
+            ("341 lines", many, m(0, GID_BASE, 65536)),
+            (
+                "overlap",
+                vec![id_map(0, UID_BASE, 100), id_map(50, UID_BASE + 1000, 100)],
+                m(0, GID_BASE, 65536),
+            ),
+        ];
+        for (what, uids, gids) in bad {
+            let cfg = userns_pod_config("u", api::NamespaceMode::Pod, uids, gids);
+            let e = call::<sb::CreateSandboxResponse>(
+                &c,
+                SERVICE,
+                "CreateSandbox",
+                &create_req(&l, &netns.path(), Some(pod_any(&cfg))),
+            )
+            .await
+            .expect_err(what);
+            assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{what}: {e:?}");
+        }
+        let mut host_net = good("u");
+        if let Some(ns) = host_net
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.network = api::NamespaceMode::Node as i32;
+        }
+        host_net.linux.as_mut().expect("linux").sysctls.clear();
+        let e = call::<sb::CreateSandboxResponse>(
+            &c,
+            SERVICE,
+            "CreateSandbox",
+            &create_req(&l, "", Some(pod_any(&host_net))),
+        )
+        .await
+        .expect_err("userns with host network");
+        assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+        // A network namespace of the node's user namespace: containers could not join it.
+        let e = call::<sb::CreateSandboxResponse>(
+            &c,
+            SERVICE,
+            "CreateSandbox",
+            &create_req(&l, "/proc/self/ns/net", Some(pod_any(&good("u")))),
+        )
+        .await
+        .expect_err("netns of the node's user namespace");
+        assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
+        assert!(format!("{e:?}").contains("user namespace"), "{e:?}");
+
+        call::<sb::CreateSandboxResponse>(
+            &c,
+            SERVICE,
+            "CreateSandbox",
+            &create_req(&l, &netns.path(), Some(pod_any(&good("userns-pod")))),
+        )
+        .await
+        .expect("CreateSandbox");
+        let started: sb::StartSandboxResponse = call(
+            &c,
+            SERVICE,
+            "StartSandbox",
+            &id_req(|r: &mut sb::StartSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("StartSandbox");
+        let st: sb::SandboxStatusResponse = call(
+            &c,
+            SERVICE,
+            "SandboxStatus",
+            &id_req(|r: &mut sb::SandboxStatusRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("SandboxStatus");
+        assert_eq!((st.state.as_str(), st.pid), ("SANDBOX_READY", started.pid));
+        started.pid
+    });
+    let p = pid.to_string();
+    assert_eq!(holders(&id).len(), 1, "one holder: {:?}", holders(&id));
+    assert_eq!(
+        holders(&id)[0].0,
+        pid,
+        "StartSandbox answers the holder's pid"
+    );
+    // The holder's user namespace: the one owning CRI's netns, with the pod's mappings.
+    let maps = |f: &str| {
+        fs::read_to_string(format!("/proc/{p}/{f}"))
+            .expect("map")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(maps("uid_map"), ["0", &UID_BASE.to_string(), "65536"]);
+    assert_eq!(maps("gid_map"), ["0", &GID_BASE.to_string(), "65536"]);
+    let userns = ns_id(&format!("/proc/{p}/ns/user"));
+    assert_eq!(
+        userns,
+        owner_of(&netns.path()),
+        "holder in the netns's userns"
+    );
+    assert_ne!(userns, ns_id("/proc/self/ns/user"));
+    assert_eq!(
+        ns_id(&format!("/proc/{p}/ns/net")),
+        ns_id(&netns.path()),
+        "holder in CRI's netns"
+    );
+    for ns in ["uts", "ipc", "pid"] {
+        let path = format!("/proc/{p}/ns/{ns}");
+        assert_ne!(
+            ns_id(&path),
+            ns_id(&format!("/proc/self/ns/{ns}")),
+            "{ns}: own"
+        );
+        assert_eq!(owner_of(&path), userns, "{ns} owned by the pod's userns");
+    }
+    // uid/gid 0 in the pod, the range's first id on the node; PID 1 of the pod.
+    let status = fs::read_to_string(format!("/proc/{p}/status")).expect("status");
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), vec![UID_BASE.to_string(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![GID_BASE.to_string(); 4], "{status}");
+    assert_eq!(field("NSpid:"), [p.clone(), "1".into()], "{status}");
+    // The pod's sysctl, written from inside as the pod's root.
+    let out = std::process::Command::new("nsenter")
+        .args([
+            &format!("--net=/proc/{p}/ns/net"),
+            "cat",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+        ])
+        .output()
+        .expect("nsenter");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "80");
+
+    // Join the pod as runc joins a container to it: the user namespace first, then the others.
+    let joined = {
+        use std::os::unix::process::CommandExt;
+        let files: Vec<fs::File> = ["user", "ipc", "uts", "net", "pid"]
+            .iter()
+            .map(|ns| fs::File::open(format!("/proc/{p}/ns/{ns}")).expect("ns"))
+            .collect();
+        let fds: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            "id -u; id -g; cat /proc/self/uid_map; hostname; readlink /proc/self/ns/user",
+        ]);
+        // SAFETY: only system calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &fds {
+                    if libc::setns(*fd, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("join the pod (user namespace first)");
+        drop(files);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eprintln!("{TEST}: holder {p}; a process joining the pod sees:\n{joined}");
+    let lines: Vec<&str> = joined.lines().collect();
+    assert_eq!(lines.len(), 5, "{joined}");
+    assert_eq!(
+        (lines[0], lines[1]),
+        ("0", "0"),
+        "root in the pod: {joined}"
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["0", &UID_BASE.to_string(), "65536"]
+    );
+    assert_eq!(lines[3], "userns-pod");
+    assert_eq!(
+        lines[4],
+        fs::read_link(format!("/proc/{p}/ns/user"))
+            .expect("link")
+            .display()
+            .to_string()
+    );
+
+    rt.block_on(async {
+        let c = ttrpc::asynchronous::Client::connect(&address)
+            .await
+            .expect("connect");
+        call::<sb::StopSandboxResponse>(
+            &c,
+            SERVICE,
+            "StopSandbox",
+            &id_req(|r: &mut sb::StopSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("StopSandbox");
+        call::<sb::ShutdownSandboxResponse>(
+            &c,
+            SERVICE,
+            "ShutdownSandbox",
+            &id_req(|r: &mut sb::ShutdownSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("ShutdownSandbox");
+    });
+    assert!(!common::process_alive(pid), "holder alive after Stop");
+
+    // Mappings other than the network namespace's user namespace has: StartSandbox says so.
+    let l = Layout::new("usernsmis");
+    let address = l.start_shim();
+    let id = l.id.clone();
+    rt.block_on(async {
+        let c = ttrpc::asynchronous::Client::connect(&address)
+            .await
+            .expect("connect");
+        let cfg = userns_pod_config(
+            "u",
+            api::NamespaceMode::Pod,
+            vec![id_map(0, UID_BASE + 65536, 65536)],
+            vec![id_map(0, GID_BASE, 65536)],
+        );
+        call::<sb::CreateSandboxResponse>(
+            &c,
+            SERVICE,
+            "CreateSandbox",
+            &create_req(&l, &netns.path(), Some(pod_any(&cfg))),
+        )
+        .await
+        .expect("CreateSandbox");
+        let e = call::<sb::StartSandboxResponse>(
+            &c,
+            SERVICE,
+            "StartSandbox",
+            &id_req(|r: &mut sb::StartSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect_err("StartSandbox with other mappings");
+        assert!(format!("{e:?}").contains("uid_map"), "{e:?}");
+        let no_holder = common::wait_until(WAIT, Duration::from_millis(20), || {
+            holders(&id).is_empty().then_some(())
+        });
+        assert!(no_holder.is_some(), "a holder is left: {:?}", holders(&id));
+        call::<sb::ShutdownSandboxResponse>(
+            &c,
+            SERVICE,
+            "ShutdownSandbox",
+            &id_req(|r: &mut sb::ShutdownSandboxRequest| r.sandbox_id = id.clone()),
+        )
+        .await
+        .expect("ShutdownSandbox");
+    });
+}
+
+/// The pod user namespace config CRI gets from the kubelet for `hostUsers: false`, for the pod
+/// and (the same) for each container.
+fn with_userns(mut ns: api::NamespaceOption, uid: u32, gid: u32) -> api::NamespaceOption {
+    ns.userns_options = Some(api::UserNamespace {
+        mode: api::NamespaceMode::Pod as i32,
+        uids: vec![id_map(0, uid, 65536)],
+        gids: vec![id_map(0, gid, 65536)],
+    });
+    ns
+}
+
+/// A userns pod (`hostUsers: false`) through containerd 2.x's CRI on `tender-shim`: CRI makes
+/// the pod's network namespace inside a user namespace with the pod's mappings; the holder is
+/// in that user namespace (its `uid_map` the pod's), its UTS, IPC and PID namespaces belong to
+/// it, and the pod is READY. Its container: root in that user namespace, mapped — when the
+/// node can run one at all. A userns container needs idmapped mounts: containerd 2.1.9's CRI
+/// refuses it unless runc's `features` lists `mountExtensions.idmap` (runc >= 1.2; the test
+/// machine has 1.1.5), and its rootfs comes as an overlay with `uidmap=`/`gidmap=` options,
+/// which Tender's task side does not mount (yet). Then the test says so and checks the rest.
+/// (On the test machine even the classic `runc` handler fails a userns pod: containerd
+/// 2.1.9's Go shim cannot mount the pause container's idmapped rootfs, EINVAL.)
+#[test]
+fn userns_pod_through_cri() {
+    const TEST: &str = "userns_pod_through_cri";
+    let Some(node) = sandbox_node(TEST) else {
+        return;
+    };
+    const UID: u32 = 3_014_656; // 46 * 65536, as the kubelet allocates
+    const GID: u32 = 3_080_192;
+    let mut cfg = node.pod_config("usernscri");
+    let ns = cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .expect("namespace options");
+    *ns = with_userns(ns.clone(), UID, GID);
+    let pod = node
+        .cri
+        .run_pod_sandbox(&cfg, SHIM_HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", node.log_tail(60)));
+    let st = node.cri.pod_sandbox_status(&pod, false).expect("status");
+    assert_eq!(
+        st.status.map(|s| s.state),
+        Some(api::PodSandboxState::Ready as i32)
+    );
+    let holder = holders(&pod)
+        .first()
+        .map(|(p, _)| p.to_string())
+        .expect("holder");
+    let map = |f: &str| {
+        fs::read_to_string(format!("/proc/{holder}/{f}"))
+            .expect("map")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(map("uid_map"), ["0", &UID.to_string(), "65536"]);
+    assert_eq!(map("gid_map"), ["0", &GID.to_string(), "65536"]);
+    let userns = ns_id(&format!("/proc/{holder}/ns/user"));
+    assert_ne!(userns, ns_id("/proc/self/ns/user"));
+    for ns in ["net", "uts", "ipc", "pid"] {
+        assert_eq!(
+            owner_of(&format!("/proc/{holder}/ns/{ns}")),
+            userns,
+            "holder's {ns} namespace owned by the pod's user namespace"
+        );
+    }
+
+    let mut c = container("u", &["sleep", "3600"], api::NamespaceMode::Container);
+    if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.namespace_options = Some(with_userns(
+            ns_opts(api::NamespaceMode::Container),
+            UID,
+            GID,
+        ));
+    }
+    let started = node
+        .cri
+        .create_container(&pod, &c, &cfg)
+        .and_then(|id| node.cri.start_container(&id).map(|_| id));
+    match started {
+        Ok(id) => {
+            let out = exec_ok(
+                &node,
+                &id,
+                &[
+                    "sh",
+                    "-c",
+                    "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/user",
+                ],
+            );
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines.first(), Some(&"0"), "{out}");
+            assert_eq!(
+                lines
+                    .get(1)
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+                Some(vec!["0", &UID.to_string(), "65536"])
+            );
+            let holder_ns = fs::read_link(format!("/proc/{holder}/ns/user")).expect("link");
+            assert_eq!(lines.get(2).copied(), holder_ns.to_str(), "{out}");
+        }
+        Err(e) if e.message().contains("idmap") => common::notice(&format!(
+            "{TEST}: the container of the userns pod did not start (idmapped mounts): {}",
+            e.message()
+        )),
+        Err(e) => panic!("container of a userns pod: {e}\n{}", node.log_tail(40)),
+    }
+    remove_and_check_clean(&node, &pod);
 }

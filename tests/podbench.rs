@@ -359,6 +359,7 @@ fn sleep_container() -> api::ContainerConfig {
                     pid: api::NamespaceMode::Container as i32,
                     ipc: api::NamespaceMode::Pod as i32,
                     target_id: String::new(),
+                    userns_options: None,
                 }),
                 ..Default::default()
             }),

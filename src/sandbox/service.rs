@@ -81,6 +81,7 @@ impl Pod {
             new_pid: !c.host_pid,
             sysctls: c.sysctls.clone(),
             cgroup: self.cgroup.clone(),
+            userns: c.userns.clone(),
         }
     }
 
@@ -211,6 +212,18 @@ impl SandboxService {
                 Code::INVALID_ARGUMENT,
                 "netns_path must be empty exactly when the pod uses the node's network",
             ));
+        }
+        if let (Some(_), Some(p)) = (&config.userns, &netns) {
+            // The holder joins the user namespace that owns CRI's network namespace: it must
+            // be one of its own (containerd makes it so for a userns pod).
+            let f = std::fs::File::open(p).map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("netns_path {}: {e}", p.display()),
+                )
+            })?;
+            holder::owning_userns(&f.into())
+                .map_err(|e| status(Code::FAILED_PRECONDITION, format!("sandbox options: {e}")))?;
         }
         let files = PodFiles::locate(&bundle, &self.namespace, &req.sandbox_id)
             .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;

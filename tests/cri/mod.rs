@@ -595,6 +595,7 @@ impl CriNode {
                         pid: api::NamespaceMode::Container as i32,
                         ipc: api::NamespaceMode::Pod as i32,
                         target_id: String::new(),
+                        userns_options: None,
                     }),
                     ..Default::default()
                 }),

@@ -22,25 +22,6 @@ use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn kubectl() -> Option<PathBuf> {
-    if let Some(k) = std::env::var_os("TENDER_KUBECTL").filter(|k| !k.is_empty()) {
-        return Some(PathBuf::from(k));
-    }
-    let matrix = std::env::var_os("TENDER_MATRIX_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/tender-matrix"));
-    let k = matrix.join("kubectl/usr/bin/kubectl");
-    if k.is_file() {
-        return Some(k);
-    }
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("kubectl"))
-            .find(|k| k.is_file())
-    })
-}
-
 fn skip(what: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{what} (required under CI=true)");
@@ -82,7 +63,7 @@ fn objects(kubectl: &Path, dir: &Path) -> Vec<String> {
 
 #[test]
 fn every_manifest_decodes_and_the_objects_are_the_expected_ones() {
-    let Some(k) = kubectl() else {
+    let Some(k) = common::kubectl() else {
         return skip("no kubectl (scripts/fetch-matrix.sh, or set TENDER_KUBECTL)");
     };
     let install = objects(&k, &Path::new(ROOT).join("deploy/kubernetes"));
@@ -659,7 +640,7 @@ fn patches(api: &apiserver::ApiServer) -> Vec<(String, serde_json::Value)> {
 #[test]
 fn installer_labels_its_own_node_and_the_uninstaller_removes_the_label() {
     let cd = setup!("installer_labels_its_own_node_and_the_uninstaller_removes_the_label");
-    if kubectl().is_none() {
+    if common::kubectl().is_none() {
         return skip("no kubectl to put in the image (scripts/fetch-matrix.sh)");
     }
     let c = cd.client("label");
@@ -761,7 +742,7 @@ fn node_requests_are_get_then_patch(
 /// dry run). `--validate=false`: the mock serves no OpenAPI schema.
 #[test]
 fn kubectl_create_dry_run_accepts_the_manifests() {
-    let Some(k) = kubectl() else {
+    let Some(k) = common::kubectl() else {
         return skip("no kubectl (scripts/fetch-matrix.sh, or set TENDER_KUBECTL)");
     };
     let api = apiserver::ApiServer::start("test-node", serde_json::json!({}));

@@ -21,36 +21,11 @@ use cri::{is_state, CriNode};
 const WAIT: Duration = Duration::from_secs(15);
 
 fn container(name: &str, command: &[&str], memory_limit: i64) -> api::ContainerConfig {
-    api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: common::IMAGE_REF.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        linux: Some(api::LinuxContainerConfig {
-            resources: Some(api::LinuxContainerResources {
-                memory_limit_in_bytes: memory_limit,
-                ..Default::default()
-            }),
-            // As the kubelet sends it: the pod's network and IPC, a PID namespace of its own.
-            security_context: Some(api::LinuxContainerSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: api::NamespaceMode::Pod as i32,
-                    pid: api::NamespaceMode::Container as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    target_id: String::new(),
-                    userns_options: None,
-                }),
-                ..Default::default()
-            }),
-        }),
+    let resources = api::LinuxContainerResources {
+        memory_limit_in_bytes: memory_limit,
         ..Default::default()
-    }
+    };
+    cri::container_config(name, command, Some(resources))
 }
 
 /// Shim processes of the runtime under test serving this containerd (argv[0] ends with the
@@ -593,17 +568,6 @@ fn unique_sleep(base: u64) -> String {
     format!("{}", base + (nanos ^ std::process::id() as u64) % 100_000)
 }
 
-/// Pids of the live processes whose argv is exactly `argv`.
-fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
-    common::processes()
-        .into_iter()
-        .filter(|(pid, a)| {
-            a.iter().map(String::as_str).eq(argv.iter().copied()) && common::process_alive(*pid)
-        })
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
 /// A pod whose containers have no PID namespace of their own — `shareProcessNamespace`
 /// (`pid` = [`api::NamespaceMode::Pod`]: the containers join the pause container's) or
 /// `hostPID` (`pid` = [`api::NamespaceMode::Node`]), set on the sandbox and on the container
@@ -662,7 +626,7 @@ fn pod_without_own_pid_namespace(test: &str, pid_mode: api::NamespaceMode) {
 
     // The background sleep runs while the shell waits (else the test would prove nothing).
     let seen = common::wait_until(WAIT, Duration::from_millis(20), || {
-        let p = processes_with_argv(&leftover);
+        let p = common::processes_with_argv(&leftover);
         (!p.is_empty()).then_some(p)
     });
     assert!(
@@ -676,7 +640,7 @@ fn pod_without_own_pid_namespace(test: &str, pid_mode: api::NamespaceMode) {
         done,
         "{pid_mode:?}: container did not reach EXITED within {WAIT:?}: {st:?}; \
          `sleep {secs}`: {:?}\n{}",
-        processes_with_argv(&leftover),
+        common::processes_with_argv(&leftover),
         diag()
     );
     assert_eq!(
@@ -686,12 +650,14 @@ fn pod_without_own_pid_namespace(test: &str, pid_mode: api::NamespaceMode) {
     );
     // Killed before the exit was reported; allow the kernel a moment to finish the SIGKILL.
     let gone = common::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
-        processes_with_argv(&leftover).is_empty().then_some(())
+        common::processes_with_argv(&leftover)
+            .is_empty()
+            .then_some(())
     });
     assert!(
         gone.is_some(),
         "{pid_mode:?}: the init's background `sleep {secs}` outlived the container: {:?}",
-        processes_with_argv(&leftover)
+        common::processes_with_argv(&leftover)
     );
 
     let t = Instant::now();
@@ -741,7 +707,7 @@ fn pod_without_own_pid_namespace(test: &str, pid_mode: api::NamespaceMode) {
         "{pid_mode:?}: mounts of the pod remain: {m:?}"
     );
     assert!(
-        processes_with_argv(&leftover).is_empty(),
+        common::processes_with_argv(&leftover).is_empty(),
         "{pid_mode:?}: `sleep {secs}` is back?"
     );
     common::notice(&format!("{test}: {:?}", started.elapsed()));

@@ -718,17 +718,6 @@ fn docker_failures_oom_restart_policy_health() {
     ));
 }
 
-/// Pids of the live processes whose argv is exactly `argv`.
-fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
-    common::processes()
-        .into_iter()
-        .filter(|(pid, a)| {
-            a.iter().map(String::as_str).eq(argv.iter().copied()) && common::process_alive(*pid)
-        })
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
 /// `docker run --pid container:owner`: the container joins another's PID namespace, so its
 /// init's children are not killed with a namespace of its own. Like containerd's Go shim is
 /// meant to, the shim kills what the init left in the container before it reports the exit:
@@ -777,9 +766,11 @@ fn docker_run_in_another_containers_pid_namespace_returns_and_leaves_nothing() {
         );
         let took = t.elapsed();
         let gone = common::wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
-            processes_with_argv(&leftover).is_empty().then_some(())
+            common::processes_with_argv(&leftover)
+                .is_empty()
+                .then_some(())
         });
-        let left = processes_with_argv(&leftover);
+        let left = common::processes_with_argv(&leftover);
         let owner_running = d.inspect(&owner, "{{.State.Running}}");
         if tender {
             assert!(
@@ -819,7 +810,9 @@ fn docker_run_in_another_containers_pid_namespace_returns_and_leaves_nothing() {
         d.docker_ok(&["rm", "-f", &n, &owner]);
         // The Go shim may have left the sleep: it dies with the owner's PID namespace.
         let gone = common::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            processes_with_argv(&leftover).is_empty().then_some(())
+            common::processes_with_argv(&leftover)
+                .is_empty()
+                .then_some(())
         });
         assert!(
             gone.is_some(),

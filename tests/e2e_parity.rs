@@ -167,20 +167,8 @@ impl Tasks {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let path = c.cd.socket.clone();
         let channel = rt
-            .block_on(async move {
-                // The URI is a placeholder: the connector always dials the unix socket.
-                tonic::transport::Endpoint::from_static("http://[::1]:50051")
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let path = path.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                        }
-                    }))
-                    .await
-            })
+            .block_on(common::unix_channel(c.cd.socket.clone()))
             .expect("connect to containerd");
         Tasks {
             rt,

@@ -11,22 +11,17 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::oci::Options as RuncOptions;
-use containerd_shim_protos::shim_async::{create_events, Events, TaskClient};
+use containerd_shim_protos::shim_async::TaskClient;
 use containerd_shim_protos::ttrpc;
-use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use ttrpc::Code;
 
 // The e2e harness, for one helper (the shim's fd count).
@@ -34,277 +29,16 @@ mod common;
 // The Task API's method list, shared with the fuzz targets (the rest is theirs).
 #[path = "fuzz_checks/mod.rs"]
 mod fuzz_checks;
+// The scratch dir, the shim daemon, the event sink, raw frames and request builders.
+mod shimproc;
 
-const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-tender-v2");
-const TASK_V3: &str = "containerd.task.v3.Task";
+use fuzz_checks::Rng;
+use shimproc::{
+    any, create_req, enabled, frame, request_bytes, start_sink, state_req, Sandbox, ShimProc,
+    MSG_REQUEST, SHIM, TASK_V3,
+};
+
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn enabled(test: &str) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::Uid::effective().is_root() {
-        missing.push("root");
-    }
-    if tender::runtime::resolve_binary("runc").is_err() {
-        missing.push("runc");
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        missing.push("/bin/busybox");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("SKIP {test}: needs {}", missing.join(", "));
-    assert!(
-        !matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1")),
-        "{msg} — failing because CI=true"
-    );
-    eprintln!("{msg}");
-    false
-}
-
-// ---------------------------------------------------------------------------
-// Sandbox: bundles, the shim daemon, an event sink, cleanup
-// ---------------------------------------------------------------------------
-
-/// Everything of one test under `/tmp/tender-hostile-<pid>-<n>`.
-struct Sandbox {
-    dir: PathBuf,
-    namespace: String,
-    ids: Mutex<Vec<String>>,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let dir = PathBuf::from(format!("/tmp/tender-hostile-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("sandbox dir");
-        Sandbox {
-            dir,
-            namespace: format!("hostile-{}-{n}", std::process::id()),
-            ids: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn cgroup_parent(&self) -> String {
-        format!("/tender-{}", self.namespace)
-    }
-
-    fn runc_root(&self) -> PathBuf {
-        Path::new(tender::options::DEFAULT_ROOT).join(&self.namespace)
-    }
-
-    /// A bundle whose rootfs is a plain directory with busybox (no mounts needed).
-    fn bundle(&self, id: &str, args: &[&str]) -> PathBuf {
-        self.ids.lock().unwrap().push(id.to_string());
-        let b = self.dir.join(id);
-        let bin = b.join("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("rootfs");
-        for d in ["proc", "dev", "sys", "tmp"] {
-            std::fs::create_dir_all(b.join("rootfs").join(d)).expect("rootfs dirs");
-        }
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
-        for applet in ["sh", "sleep", "true", "cat"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
-        }
-        let out = Command::new("runc")
-            .args(["spec", "--bundle"])
-            .arg(&b)
-            .output()
-            .expect("runc spec");
-        assert!(out.status.success(), "runc spec: {out:?}");
-        let path = b.join("config.json");
-        let mut spec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read spec")).expect("spec");
-        spec["process"]["terminal"] = false.into();
-        spec["process"]["args"] = args.iter().map(|a| a.to_string()).collect();
-        spec["linux"]["cgroupsPath"] = format!("{}/{id}", self.cgroup_parent()).into();
-        std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write");
-        b
-    }
-
-    fn mounts_under(&self, p: &Path) -> Vec<String> {
-        let needle = p.display().to_string();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(String::from))
-            .filter(|m| m.starts_with(&needle))
-            .collect()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let ids = self.ids.lock().map(|v| v.clone()).unwrap_or_default();
-        for id in ids {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(self.runc_root())
-                .args(["delete", "--force", &id])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let mut mps = self.mounts_under(&self.dir);
-        mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mps {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
-        let _ = std::fs::remove_dir_all(self.runc_root());
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            let rel = self.cgroup_parent();
-            for e in rd.flatten() {
-                let root = e.path().join(rel.trim_start_matches('/'));
-                if let Ok(children) = std::fs::read_dir(&root) {
-                    for c in children.flatten() {
-                        let _ = std::fs::remove_dir(c.path());
-                    }
-                }
-                let _ = std::fs::remove_dir(&root);
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Collects what the shim publishes (it dials TTRPC_ADDRESS like containerd's).
-#[derive(Default)]
-struct Sink {
-    topics: Mutex<Vec<(String, Vec<u8>)>>,
-}
-
-#[async_trait]
-impl Events for Sink {
-    async fn forward(
-        &self,
-        _ctx: &TtrpcContext,
-        req: api::ForwardRequest,
-    ) -> ttrpc::Result<api::Empty> {
-        if let Some(env) = req.envelope.as_ref() {
-            let payload = env
-                .event
-                .as_ref()
-                .map(|a| a.value.clone())
-                .unwrap_or_default();
-            self.topics
-                .lock()
-                .unwrap()
-                .push((env.topic.clone(), payload));
-        }
-        Ok(api::Empty::new())
-    }
-}
-
-/// Serves `Events` on `path` from its own thread and runtime for the rest of the process.
-fn start_sink(path: &Path) -> Arc<Sink> {
-    let sink = Arc::new(Sink::default());
-    let s = sink.clone();
-    let addr = format!("unix://{}", path.display());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("sink runtime");
-        rt.block_on(async move {
-            let mut server = ttrpc::r#async::Server::new()
-                .bind(&addr)
-                .expect("bind sink")
-                .register_service(create_events(s));
-            server.start().await.expect("start sink");
-            let _ = tx.send(());
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("event sink did not start");
-    sink
-}
-
-/// The serving daemon, started the way the `start` action starts it.
-struct ShimProc {
-    child: Child,
-    socket: PathBuf,
-    stderr: PathBuf,
-}
-
-impl ShimProc {
-    fn spawn(sb: &Sandbox, id: &str, cwd: &Path, events: &Path) -> ShimProc {
-        let socket = sb.dir.join("shim.sock");
-        let stderr = sb.dir.join("shim.stderr");
-        let listener = UnixListener::bind(&socket).expect("bind shim socket");
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let mut cmd = Command::new(SHIM);
-        cmd.args(["-namespace", &sb.namespace, "-id", id, "-address"])
-            .arg(sb.dir.join("containerd.sock"))
-            .arg("-socket")
-            .arg(&socket)
-            .arg("-debug")
-            .current_dir(cwd)
-            .env("TTRPC_ADDRESS", events)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == 3 {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn shim daemon");
-        drop(listener);
-        ShimProc {
-            child,
-            socket,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Open fds, besides the shared sealed runtime copy (see the common helper).
-    fn fd_count(&self) -> usize {
-        common::fd_count_besides_runtime_copy(self.pid())
-    }
-
-    fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + bound;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for ShimProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Requests
@@ -337,13 +71,6 @@ fn message<T>(r: &ttrpc::Result<T>) -> String {
     }
 }
 
-fn any(type_url: &str, value: Vec<u8>) -> MessageField<Any> {
-    let mut a = Any::new();
-    a.type_url = type_url.into();
-    a.value = value;
-    MessageField::some(a)
-}
-
 fn exec_spec(args: &[&str]) -> MessageField<Any> {
     let spec = serde_json::json!({
         "args": args,
@@ -365,11 +92,9 @@ fn mount(kind: &str, source: &str, options: &[&str]) -> api::Mount {
     m
 }
 
-fn create_req(id: &str, bundle: &Path) -> api::CreateTaskRequest {
-    let mut r = api::CreateTaskRequest::new();
-    r.id = id.into();
-    r.bundle = bundle.display().to_string();
-    r
+/// The shim's open fds, besides the shared sealed runtime copy (see the common helper).
+fn shim_fds(shim: &ShimProc) -> usize {
+    common::fd_count_besides_runtime_copy(shim.pid())
 }
 
 /// The client, the shim, the reference container and the tally of hostile requests.
@@ -446,37 +171,9 @@ macro_rules! hostile {
     }};
 }
 
-fn state(id: &str, exec_id: &str) -> api::StateRequest {
-    let mut r = api::StateRequest::new();
-    r.id = id.into();
-    r.exec_id = exec_id.into();
-    r
-}
-
 // ---------------------------------------------------------------------------
 // Raw frames
 // ---------------------------------------------------------------------------
-
-const MSG_REQUEST: u8 = 1;
-
-fn frame(len: u32, stream: u32, kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(10 + payload.len());
-    f.extend_from_slice(&len.to_be_bytes());
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.push(kind);
-    f.push(flags);
-    f.extend_from_slice(payload);
-    f
-}
-
-fn request_bytes(service: &str, method: &str, payload: &[u8], timeout_nano: i64) -> Vec<u8> {
-    let mut r = ttrpc::Request::new();
-    r.service = service.into();
-    r.method = method.into();
-    r.payload = payload.to_vec();
-    r.timeout_nano = timeout_nano;
-    r.write_to_bytes().expect("encode request")
-}
 
 /// Sends raw bytes on a fresh connection; returns the first response frame's status code
 /// name if one arrives within `wait` ("closed" if the shim hung up, "none" if it said nothing).
@@ -530,26 +227,6 @@ fn last_raw_message() -> String {
     LAST_RAW_MESSAGE.with(|m| std::mem::take(&mut *m.borrow_mut()))
 }
 
-/// xorshift64*: deterministic, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------
@@ -559,7 +236,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     if !enabled("hostile_requests_get_clear_errors_and_harm_nothing") {
         return;
     }
-    let sb = Sandbox::new();
+    let sb = Sandbox::new("hostile");
     let events_path = sb.dir.join("events.sock");
     let sink = start_sink(&events_path);
     let good = "good";
@@ -587,7 +264,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         requests: 0,
     };
     h.healthy("setup").await;
-    let fds_before = h.shim.fd_count();
+    let fds_before = shim_fds(&h.shim);
 
     // --- IDs: '/', '..', NUL, control characters, empty, huge -------------------------------
     let huge = "x".repeat(1 << 20);
@@ -616,7 +293,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         hostile!(
             h,
             tag("State"),
-            h.client.state(ctx(), &state(id, "")),
+            h.client.state(ctx(), &state_req(id, "")),
             [INVALID_ARGUMENT]
         );
         hostile!(
@@ -725,7 +402,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
             hostile!(
                 h,
                 format!("State(exec_id={short:?})"),
-                h.client.state(ctx(), &state(good, id)),
+                h.client.state(ctx(), &state_req(good, id)),
                 [INVALID_ARGUMENT]
             );
             let mut r = api::ExecProcessRequest::new();
@@ -764,7 +441,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         hostile!(
             h,
             tag("State"),
-            h.client.state(ctx(), &state(id, exec_id)),
+            h.client.state(ctx(), &state_req(id, exec_id)),
             [NOT_FOUND]
         );
         let mut r = api::StartRequest::new();
@@ -1212,7 +889,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     hostile!(
         h,
         "State(c2 after failed creates)",
-        h.client.state(ctx(), &state(c2, "")),
+        h.client.state(ctx(), &state_req(c2, "")),
         [NOT_FOUND]
     );
 
@@ -1245,7 +922,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     let settled = {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let st = h.client.state(ctx(), &state(c3, "")).await;
+            let st = h.client.state(ctx(), &state_req(c3, "")).await;
             let o = outcome(&st);
             if o == "OK" || (o == "NOT_FOUND" && !c3_bundle.join("init.pid").exists()) {
                 break o;
@@ -1298,7 +975,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         loop {
             let st = h
                 .client
-                .state(ctx(), &state(c4, ""))
+                .state(ctx(), &state_req(c4, ""))
                 .await
                 .expect("state c4");
             let s = st.status.enum_value_or_default();
@@ -1528,7 +1205,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         let s = request_bytes(
             TASK_V3,
             "State",
-            &state(good, "").write_to_bytes().unwrap(),
+            &state_req(good, "").write_to_bytes().unwrap(),
             0,
         );
         let mut bytes = frame(w.len() as u32, 5, MSG_REQUEST, 0, &w);
@@ -1553,13 +1230,13 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
         raw_count += 200;
     }
     // Seeded random frames: random headers, random or mutated request payloads.
-    let mut rng = Rng(0x007e_4de2_5eed);
+    let mut rng = Rng::new(0x007e_4de2_5eed);
     let methods = fuzz_checks::METHODS;
     let random_frames: usize = 400;
     for i in 0..random_frames {
         let bytes = match rng.below(4) {
             0 => {
-                let n = rng.below(64) as usize;
+                let n = rng.below(64);
                 let payload = rng.bytes(n);
                 frame(
                     rng.next() as u32 % 128,
@@ -1570,11 +1247,11 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
                 )
             }
             _ => {
-                let method = methods[rng.below(methods.len() as u64) as usize];
+                let method = methods[rng.below(methods.len())];
                 // Unknown containers only: random input must never hit the reference one.
                 let mut payload = vec![0x0a, 5];
                 payload.extend_from_slice(b"ghost");
-                let extra = rng.below(48) as usize;
+                let extra = rng.below(48);
                 payload.extend(rng.bytes(extra));
                 if method == "Shutdown" || method == "Kill" {
                     continue;
@@ -1594,7 +1271,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
                 );
                 // Sometimes corrupt a byte of the frame after the header.
                 if rng.below(3) == 0 && f.len() > 10 {
-                    let at = 10 + rng.below((f.len() - 10) as u64) as usize;
+                    let at = 10 + rng.below(f.len() - 10);
                     f[at] = rng.next() as u8;
                 }
                 f
@@ -1612,7 +1289,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     let fds_after = {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let n = h.shim.fd_count();
+            let n = shim_fds(&h.shim);
             if n == fds_before || Instant::now() > deadline {
                 break n;
             }
@@ -1657,13 +1334,7 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
     let stderr = h.shim.stderr_text();
     assert!(!stderr.contains("panicked"), "shim panicked:\n{stderr}");
 
-    let topics: Vec<String> = sink
-        .topics
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|t| t.0.clone())
-        .collect();
+    let topics = sink.topics();
     let creates = topics.iter().filter(|t| *t == "/tasks/create").count();
     println!(
         "hostile input: {} requests ({} typed, {raw_count} raw/random frames): {:?}; {} \
@@ -1695,8 +1366,8 @@ fn start_and_delete_actions_reject_garbage_without_panicking() {
     if !enabled("start_and_delete_actions_reject_garbage_without_panicking") {
         return;
     }
-    let sb = Sandbox::new();
-    let mut rng = Rng(0x05ee_d0f5_7a27);
+    let sb = Sandbox::new("hostile");
+    let mut rng = Rng::new(0x05ee_d0f5_7a27);
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     for i in 0..48 {
         let n = [1usize, 3, 17, 256, 4096, 65536][i % 6];

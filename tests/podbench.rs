@@ -338,36 +338,6 @@ fn start_node(s: &Settings) -> (CriNode, GoShimDir) {
 // One pod
 // ---------------------------------------------------------------------------
 
-fn sleep_container() -> api::ContainerConfig {
-    api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "sleep".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: common::IMAGE_REF.into(),
-            ..Default::default()
-        }),
-        command: vec!["sleep".into(), "3600".into()],
-        log_path: "sleep.log".into(),
-        linux: Some(api::LinuxContainerConfig {
-            resources: None,
-            // As the kubelet sends it: the pod's network and IPC, a PID namespace of its own.
-            security_context: Some(api::LinuxContainerSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: api::NamespaceMode::Pod as i32,
-                    pid: api::NamespaceMode::Container as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    target_id: String::new(),
-                    userns_options: None,
-                }),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    }
-}
-
 struct RunningPod {
     id: String,
     container: String,
@@ -380,7 +350,7 @@ struct RunningPod {
 /// the pod is removed again.
 fn start_pod(node: &CriNode, mode: &Mode) -> Result<RunningPod, String> {
     let cfg = node.pod_config(&format!("bench-{}", mode.handler));
-    let ctr = sleep_container();
+    let ctr = cri::container_config("sleep", &["sleep", "3600"], None);
     let t0 = Instant::now();
     let id = node
         .cri

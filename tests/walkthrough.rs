@@ -344,21 +344,6 @@ fn check_with_ctr_runs_a_container_on_tender() {
 // kubectl, against the mock API server
 // ---------------------------------------------------------------------------------------------
 
-fn kubectl() -> Option<PathBuf> {
-    if let Some(k) = std::env::var_os("TENDER_KUBECTL").filter(|k| !k.is_empty()) {
-        return Some(PathBuf::from(k));
-    }
-    let k = common::matrix_dir().join("kubectl/usr/bin/kubectl");
-    if k.is_file() {
-        return Some(k);
-    }
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("kubectl"))
-            .find(|k| k.is_file())
-    })
-}
-
 fn manifests() -> Vec<(String, String)> {
     let mut v = Vec::new();
     for dir in ["deploy/kubernetes", "deploy/kubernetes/uninstall"] {
@@ -502,7 +487,7 @@ impl Kube {
 
 #[test]
 fn kubectl_lines_work_against_a_mock_api_server() {
-    let Some(bin) = kubectl() else {
+    let Some(bin) = common::kubectl() else {
         return skip("no kubectl (scripts/fetch-matrix.sh, or set TENDER_KUBECTL)");
     };
     let dir = std::env::temp_dir().join(format!("tender-walk-kube-{}", std::process::id()));

@@ -157,6 +157,23 @@ pub fn matrix_dir() -> PathBuf {
     }
 }
 
+/// kubectl: `TENDER_KUBECTL`, else the version-matrix build under [`matrix_dir`], else the first
+/// on `PATH`.
+pub fn kubectl() -> Option<PathBuf> {
+    if let Some(k) = std::env::var_os("TENDER_KUBECTL").filter(|k| !k.is_empty()) {
+        return Some(PathBuf::from(k));
+    }
+    let k = matrix_dir().join("kubectl/usr/bin/kubectl");
+    if k.is_file() {
+        return Some(k);
+    }
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("kubectl"))
+            .find(|k| k.is_file())
+    })
+}
+
 /// Parses `containerd --version` output (`containerd github.com/... 1.7.24~ds1 ...` or
 /// `... v2.1.9 ...`): the first word that looks like a version.
 pub fn parse_containerd_version(text: &str) -> Option<(u32, u32, u32)> {
@@ -545,6 +562,22 @@ pub fn processes() -> Vec<(u32, Vec<String>)> {
     v
 }
 
+/// A gRPC channel to the unix socket `path` (containerd's, or its CRI plugin's).
+pub async fn unix_channel(
+    path: PathBuf,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    // The URI is a placeholder: the connector always dials the unix socket.
+    tonic::transport::Endpoint::from_static("http://[::1]:50051")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
 /// Open fds of a shim, besides the shared sealed runtime copy (`src/sealed_runtime.rs`): a
 /// shim takes that one once, at its first or second create/exec, and keeps it.
 pub fn fd_count_besides_runtime_copy(pid: u32) -> usize {
@@ -570,6 +603,17 @@ pub fn process_state(pid: u32) -> Option<char> {
 /// True if `pid` exists and is not a zombie.
 pub fn process_alive(pid: u32) -> bool {
     matches!(process_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Pids of the live processes whose argv is exactly `argv`.
+pub fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(pid, a)| {
+            a.iter().map(String::as_str).eq(argv.iter().copied()) && process_alive(*pid)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// argv of a process, joined with spaces.

@@ -62,20 +62,9 @@ impl CriClient {
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
-        let path = socket.to_path_buf();
-        let channel = rt.block_on(async move {
-            // The URI is a placeholder: the connector always dials the unix socket.
-            tonic::transport::Endpoint::from_static("http://[::1]:50051")
-                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                    }
-                }))
-                .await
-                .map_err(|e| format!("connect to {}: {e}", socket.display()))
-        })?;
+        let channel = rt
+            .block_on(common::unix_channel(socket.to_path_buf()))
+            .map_err(|e| format!("connect to {}: {e}", socket.display()))?;
         Ok(CriClient { rt, channel })
     }
 
@@ -331,6 +320,47 @@ impl CriClient {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// The namespaces as the kubelet sends them: the pod's network and IPC, a PID namespace of the
+/// container's own.
+pub fn kubelet_namespaces() -> api::NamespaceOption {
+    api::NamespaceOption {
+        network: api::NamespaceMode::Pod as i32,
+        pid: api::NamespaceMode::Container as i32,
+        ipc: api::NamespaceMode::Pod as i32,
+        target_id: String::new(),
+        userns_options: None,
+    }
+}
+
+/// A container of the test image running `command`, logging to `<name>.log`, with the
+/// kubelet's namespaces and `resources`.
+pub fn container_config(
+    name: &str,
+    command: &[&str],
+    resources: Option<api::LinuxContainerResources>,
+) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: common::IMAGE_REF.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(api::LinuxContainerConfig {
+            resources,
+            security_context: Some(api::LinuxContainerSecurityContext {
+                namespace_options: Some(kubelet_namespaces()),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
     }
 }
 
@@ -590,13 +620,7 @@ impl CriNode {
             linux: Some(api::LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent.clone(),
                 security_context: Some(api::LinuxSandboxSecurityContext {
-                    namespace_options: Some(api::NamespaceOption {
-                        network: api::NamespaceMode::Pod as i32,
-                        pid: api::NamespaceMode::Container as i32,
-                        ipc: api::NamespaceMode::Pod as i32,
-                        target_id: String::new(),
-                        userns_options: None,
-                    }),
+                    namespace_options: Some(kubelet_namespaces()),
                     ..Default::default()
                 }),
                 sysctls: HashMap::new(),

@@ -1302,9 +1302,10 @@ fn holder_failures_are_clear_errors() {
 /// The systemd cgroup driver's parent, a slice name (`kubepods-besteffort-pod<uid>.slice` from
 /// the kubelet), at the protocol level on a node without systemd: the holder sits in
 /// `<expanded slice>/tender-sandbox-<id>.scope` in every cgroup hierarchy; an invalid slice
-/// name fails CreateSandbox. Twice: with the slice missing (Tender makes it and every missing
-/// parent, and removes them at Shutdown), and with the slice made beforehand, as the kubelet
-/// does (Tender removes its scope and leaves the slice).
+/// name fails CreateSandbox. Three times: with the slice missing (Tender makes it and every
+/// missing parent, and removes them at Shutdown); with the slice made beforehand, as the
+/// kubelet does (Tender removes its scope and leaves the slice); and with the slice missing
+/// and the shim SIGKILLed, where the `delete` action removes what Tender made.
 #[test]
 fn systemd_slice_parent_at_protocol_level() {
     const TEST: &str = "systemd_slice_parent_at_protocol_level";
@@ -1352,7 +1353,7 @@ fn systemd_slice_parent_at_protocol_level() {
         ..Default::default()
     };
 
-    for kubelet_made_slice in [false, true] {
+    for (kubelet_made_slice, kill_shim) in [(false, false), (true, false), (false, true)] {
         // What existed before (another run may share tender.slice / tender-test.slice).
         let existed: Vec<(PathBuf, bool)> = chain
             .iter()
@@ -1451,6 +1452,9 @@ fn systemd_slice_parent_at_protocol_level() {
             for d in dirs(&scope) {
                 assert!(d.is_dir(), "{} missing", d.display());
             }
+            if kill_shim {
+                return started.pid;
+            }
             call::<sb::ShutdownSandboxResponse>(
                 &c,
                 SERVICE,
@@ -1461,14 +1465,41 @@ fn systemd_slice_parent_at_protocol_level() {
             .expect("ShutdownSandbox");
             started.pid
         });
-        let socket = PathBuf::from(address.trim_start_matches("unix://"));
-        let gone = common::wait_until(WAIT, Duration::from_millis(50), || {
-            (!socket.exists()).then_some(())
-        });
-        assert!(
-            gone.is_some(),
-            "the shim did not exit after ShutdownSandbox"
-        );
+        if kill_shim {
+            // containerd's part after a shim died: the `delete` action in the bundle.
+            for (pid, argv) in common::processes() {
+                if argv.first().map(String::as_str) == Some(common::SHIM_BIN)
+                    && argv.windows(2).any(|w| w[0] == "-id" && w[1] == l.id)
+                {
+                    common::send_signal(pid, libc_sigkill());
+                }
+            }
+            let dead = common::wait_until(WAIT, Duration::from_millis(20), || {
+                (!common::process_alive(holder)).then_some(())
+            });
+            assert!(dead.is_some(), "holder outlived its shim");
+            let out = std::process::Command::new(common::SHIM_BIN)
+                .args(["-namespace", &l.namespace, "-id", &l.id, "-bundle"])
+                .arg(&l.bundle)
+                .arg("delete")
+                .current_dir(&l.bundle)
+                .output()
+                .expect("shim delete");
+            assert!(
+                out.status.success(),
+                "delete: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            let socket = PathBuf::from(address.trim_start_matches("unix://"));
+            let gone = common::wait_until(WAIT, Duration::from_millis(50), || {
+                (!socket.exists()).then_some(())
+            });
+            assert!(
+                gone.is_some(),
+                "the shim did not exit after ShutdownSandbox"
+            );
+        }
         assert!(!common::process_alive(holder), "holder alive");
         // The scope is gone everywhere.
         for d in dirs(&scope) {

@@ -148,7 +148,7 @@ impl Pod {
 /// CRI asks runc for `<slice>:cri-containerd:<id>`). Tender's holder is not a container of
 /// containerd's, and the directory is not a systemd unit either (see [`holder_cgroup`]), so it
 /// is not named like one of containerd's: an operator who sees it in `systemd-cgls` knows whose
-/// it is, and the only directories Tender removes carry its own name. `.scope` because that is
+/// it is, and nobody looks for a containerd container or a unit of that name. `.scope` because that is
 /// what a process group not started by systemd is in a slice, and the path stays the same if
 /// Tender ever registers the scope through systemd.
 const SCOPE_PREFIX: &str = "tender-sandbox-";
@@ -169,9 +169,10 @@ const SCOPE_PREFIX: &str = "tender-sandbox-";
 /// directories itself in every cgroup hierarchy (`cgroups::create`), a missing slice included
 /// (as systemd would), and moves the holder there. The placement, accounting and limits are the
 /// kernel's and the same; what differs is that systemd does not know the scope as a unit
-/// (`systemctl status` does not show it; `systemctl stop` of the slice still kills the holder
-/// with the slice's cgroup), and a slice directory Tender made is not a slice unit systemd
-/// loaded. README "Shim sandboxer", limits.
+/// (`systemctl` does not show it, nor stop or kill it as one), a slice directory Tender made is
+/// not a slice unit systemd loaded, and systemd's rule that only it writes into its tree
+/// outside delegated units is bent (as with the cgroupfs driver on a systemd host). Not
+/// tested on a systemd node (the test machine has none). README "Shim sandboxer", limits.
 fn holder_cgroup(parent: &str, id: &str) -> std::result::Result<Option<String>, String> {
     let parent = parent.trim_end_matches('/');
     if parent.is_empty() {

@@ -1299,6 +1299,240 @@ fn holder_failures_are_clear_errors() {
     }
 }
 
+/// The systemd cgroup driver's parent, a slice name (`kubepods-besteffort-pod<uid>.slice` from
+/// the kubelet), at the protocol level on a node without systemd: the holder sits in
+/// `<expanded slice>/tender-sandbox-<id>.scope` in every cgroup hierarchy; an invalid slice
+/// name fails CreateSandbox. Three times: with the slice missing (Tender makes it and every
+/// missing parent, and removes them at Shutdown); with the slice made beforehand, as the
+/// kubelet does (Tender removes its scope and leaves the slice); and with the slice missing
+/// and the shim SIGKILLed, where the `delete` action removes what Tender made.
+#[test]
+fn systemd_slice_parent_at_protocol_level() {
+    const TEST: &str = "systemd_slice_parent_at_protocol_level";
+    if !common::e2e_enabled(TEST) {
+        return;
+    }
+    use containerd_shim_protos::sandbox_api as sb;
+    use proto::*;
+
+    // A slice name's dashes open parent slices: the random part has none.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let pod = format!("pod{:x}{nanos:x}", std::process::id());
+    let slice = format!("tender-test-{pod}.slice");
+    let chain = [
+        "/tender.slice".to_string(),
+        "/tender.slice/tender-test.slice".to_string(),
+        format!("/tender.slice/tender-test.slice/{slice}"),
+    ];
+    // Every hierarchy the shim handles: the v2 root, or each v1/hybrid mount.
+    let hierarchies: Vec<PathBuf> = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        vec![PathBuf::from("/sys/fs/cgroup")]
+    } else {
+        fs::read_dir("/sys/fs/cgroup")
+            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !p.is_symlink() && p.join("cgroup.procs").exists())
+            .collect()
+    };
+    assert!(!hierarchies.is_empty(), "no cgroup hierarchy");
+    let dirs = |rel: &str| -> Vec<PathBuf> {
+        hierarchies
+            .iter()
+            .map(|h| h.join(rel.trim_start_matches('/')))
+            .collect()
+    };
+    let cgroup_parent_cfg = |parent: &str| api::PodSandboxConfig {
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: parent.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    for (kubelet_made_slice, kill_shim) in [(false, false), (true, false), (false, true)] {
+        // What existed before (another run may share tender.slice / tender-test.slice).
+        let existed: Vec<(PathBuf, bool)> = chain
+            .iter()
+            .flat_map(|c| dirs(c))
+            .map(|d| {
+                let e = d.is_dir();
+                (d, e)
+            })
+            .collect();
+        let mut made_here = Vec::new();
+        if kubelet_made_slice {
+            for c in &chain {
+                for d in dirs(c) {
+                    if fs::create_dir(&d).is_ok() {
+                        made_here.push(d);
+                    }
+                }
+            }
+            // A fresh v1 cpuset takes no process until it has CPUs and memory nodes.
+            for d in &made_here {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    if let (Ok(mine), Some(parent)) = (fs::read_to_string(d.join(f)), d.parent()) {
+                        if mine.trim().is_empty() {
+                            let theirs = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                            let _ = fs::write(d.join(f), theirs.trim());
+                        }
+                    }
+                }
+            }
+        }
+        let l = Layout::new("slice");
+        let scope = format!("{}/tender-sandbox-{}.scope", chain[2], l.id);
+        let address = l.start_shim();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let holder = rt.block_on(async {
+            let c = ttrpc::asynchronous::Client::connect(&address)
+                .await
+                .expect("connect");
+            for bad in ["tender--bad.slice", "-tender.slice", "tender/x.slice"] {
+                let req = create_req(
+                    &l,
+                    "/proc/self/ns/net",
+                    Some(pod_any(&cgroup_parent_cfg(bad))),
+                );
+                let e = call::<sb::CreateSandboxResponse>(&c, SERVICE, "CreateSandbox", &req)
+                    .await
+                    .expect_err(bad);
+                assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{bad}: {e:?}");
+                assert!(
+                    format!("{e:?}").contains("invalid systemd slice name"),
+                    "{bad}: {e:?}"
+                );
+            }
+            let req = create_req(
+                &l,
+                "/proc/self/ns/net",
+                Some(pod_any(&cgroup_parent_cfg(&slice))),
+            );
+            call::<sb::CreateSandboxResponse>(&c, SERVICE, "CreateSandbox", &req)
+                .await
+                .expect("CreateSandbox");
+            let id = l.id.clone();
+            let started: sb::StartSandboxResponse = call(
+                &c,
+                SERVICE,
+                "StartSandbox",
+                &id_req(|r: &mut sb::StartSandboxRequest| r.sandbox_id = id.clone()),
+            )
+            .await
+            .expect("StartSandbox");
+            // Every hierarchy shows the holder in its scope under the expanded slice.
+            let proc_cgroup =
+                fs::read_to_string(format!("/proc/{}/cgroup", started.pid)).expect("cgroup");
+            let lines: Vec<&str> = proc_cgroup.lines().collect();
+            assert!(!lines.is_empty());
+            for line in &lines {
+                let mut parts = line.splitn(3, ':');
+                let (_, ctrl, path) = (parts.next(), parts.next().unwrap_or(""), parts.next());
+                let dir = if ctrl.is_empty() {
+                    ["unified", ""]
+                        .iter()
+                        .map(|m| Path::new("/sys/fs/cgroup").join(m))
+                        .find(|d| hierarchies.contains(d))
+                } else {
+                    let name = ctrl.strip_prefix("name=").unwrap_or(ctrl);
+                    Some(Path::new("/sys/fs/cgroup").join(name)).filter(|d| hierarchies.contains(d))
+                };
+                if dir.is_none() {
+                    continue; // a hierarchy not mounted where the shim looks
+                }
+                assert_eq!(path, Some(scope.as_str()), "{line}\n{proc_cgroup}");
+            }
+            for d in dirs(&scope) {
+                assert!(d.is_dir(), "{} missing", d.display());
+            }
+            if kill_shim {
+                return started.pid;
+            }
+            call::<sb::ShutdownSandboxResponse>(
+                &c,
+                SERVICE,
+                "ShutdownSandbox",
+                &id_req(|r: &mut sb::ShutdownSandboxRequest| r.sandbox_id = id.clone()),
+            )
+            .await
+            .expect("ShutdownSandbox");
+            started.pid
+        });
+        if kill_shim {
+            // containerd's part after a shim died: the `delete` action in the bundle.
+            for (pid, argv) in common::processes() {
+                if argv.first().map(String::as_str) == Some(common::SHIM_BIN)
+                    && argv.windows(2).any(|w| w[0] == "-id" && w[1] == l.id)
+                {
+                    common::send_signal(pid, libc_sigkill());
+                }
+            }
+            let dead = common::wait_until(WAIT, Duration::from_millis(20), || {
+                (!common::process_alive(holder)).then_some(())
+            });
+            assert!(dead.is_some(), "holder outlived its shim");
+            let out = std::process::Command::new(common::SHIM_BIN)
+                .args(["-namespace", &l.namespace, "-id", &l.id, "-bundle"])
+                .arg(&l.bundle)
+                .arg("delete")
+                .current_dir(&l.bundle)
+                .output()
+                .expect("shim delete");
+            assert!(
+                out.status.success(),
+                "delete: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            let socket = PathBuf::from(address.trim_start_matches("unix://"));
+            let gone = common::wait_until(WAIT, Duration::from_millis(50), || {
+                (!socket.exists()).then_some(())
+            });
+            assert!(
+                gone.is_some(),
+                "the shim did not exit after ShutdownSandbox"
+            );
+        }
+        assert!(!common::process_alive(holder), "holder alive");
+        // The scope is gone everywhere.
+        for d in dirs(&scope) {
+            assert!(!d.exists(), "holder cgroup left: {}", d.display());
+        }
+        if kubelet_made_slice {
+            // Not Tender's: left as it was (then removed by the test).
+            for d in dirs(&chain[2]) {
+                assert!(
+                    d.is_dir(),
+                    "the kubelet's slice was removed: {}",
+                    d.display()
+                );
+            }
+            for d in made_here.iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
+        } else {
+            // Made by Tender: gone, unless it existed before or another run uses it now.
+            for (d, before) in &existed {
+                let in_use = fs::read_dir(d)
+                    .map(|rd| rd.flatten().any(|e| e.path().is_dir()))
+                    .unwrap_or(false);
+                assert!(
+                    *before || !d.exists() || in_use,
+                    "cgroup made by Tender left: {}",
+                    d.display()
+                );
+            }
+        }
+    }
+}
+
 /// A network namespace inside a fresh user namespace with the given mappings, bound to a file:
 /// what containerd 2.x's CRI makes for a userns pod before it calls CreateSandbox
 /// (`setupNetnsWithinUserns`). Unmounted and removed on drop.

@@ -59,6 +59,136 @@ pub fn move_to(path: &str, pid: u32) -> io::Result<()> {
     }
 }
 
+/// Expands a systemd slice unit name into its cgroup path, as systemd and runc's
+/// `ExpandSlice` do: `a-b-c.slice` → `/a.slice/a-b.slice/a-b-c.slice`, `-.slice` → `/` (the
+/// root slice). Each dash opens a parent slice, so a name with `/`, an empty component
+/// (`a--b.slice`, `-a.slice`, `a-.slice`, `.slice`), a character systemd does not allow in a
+/// unit name, or more than 255 characters is refused.
+pub fn expand_slice(name: &str) -> Result<String, String> {
+    const SUFFIX: &str = ".slice";
+    let bad = |why: &str| Err(format!("invalid systemd slice name {name:?}: {why}"));
+    let Some(stem) = name.strip_suffix(SUFFIX) else {
+        return bad("it must end with \".slice\"");
+    };
+    if name.contains('/') {
+        return bad("a slice name has no '/' (its parents are named by its dashes)");
+    }
+    if name.len() > 255 {
+        return bad("longer than 255 characters");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\')))
+    {
+        return bad(&format!("{c:?} is not allowed in a systemd unit name"));
+    }
+    if stem == "-" {
+        return Ok("/".into());
+    }
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for component in stem.split('-') {
+        if component.is_empty() {
+            return bad("empty component (a leading, trailing or doubled '-')");
+        }
+        path.push('/');
+        path.push_str(&prefix);
+        path.push_str(component);
+        path.push_str(SUFFIX);
+        prefix.push_str(component);
+        prefix.push('-');
+    }
+    Ok(path)
+}
+
+/// What [`create`] did.
+#[derive(Debug, Default)]
+pub struct Created {
+    /// The directories this call made (absolute, in every hierarchy; parents before their
+    /// children). Only these may later be removed as ancestors, see [`remove_created`].
+    pub dirs: Vec<PathBuf>,
+    /// Hierarchies where the path could not be made.
+    pub errors: Vec<String>,
+}
+
+/// Makes the cgroup `path` (relative to each hierarchy's root) and its missing parents in
+/// every hierarchy, one `mkdir` at a time so that what already existed (made by the kubelet,
+/// systemd, runc or another pod) is told apart from what this call made. A cpuset directory
+/// made here gets its parent's `cpuset.cpus`/`cpuset.mems` (v1 leaves them empty, and an
+/// empty cpuset takes no process), as runc does.
+pub fn create(path: &str) -> Created {
+    let mut out = Created::default();
+    let rel = path.trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") || path.contains('\0') {
+        out.errors
+            .push(format!("cgroup path {path:?} must not contain '..'"));
+        return out;
+    }
+    for h in hierarchies() {
+        let cpuset_v1 = h.join("cpuset.cpus").exists();
+        let mut dir = h.clone();
+        for component in rel.split('/').filter(|c| !c.is_empty()) {
+            let parent = dir.clone();
+            dir.push(component);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    if cpuset_v1 {
+                        inherit_cpuset(&parent, &dir);
+                    }
+                    out.dirs.push(dir.clone());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    out.errors.push(format!("mkdir {}: {e}", dir.display()));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Copies the parent's CPUs and memory nodes into a fresh v1 cpuset directory.
+fn inherit_cpuset(parent: &Path, dir: &Path) {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mine = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if mine.trim().is_empty() {
+            if let Ok(theirs) = std::fs::read_to_string(parent.join(file)) {
+                let _ = std::fs::write(dir.join(file), theirs.trim());
+            }
+        }
+    }
+}
+
+/// Removes the directories [`create`] made, deepest first, each only while it is empty: the
+/// kernel's `rmdir` refuses a cgroup with a process or a child cgroup in it (EBUSY), so a
+/// directory someone else started using after Tender made it is left alone. Paths outside
+/// the cgroup mounts (a tampered record) are ignored. Returns the directories left.
+pub fn remove_created(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let roots = hierarchies();
+    let mut dirs: Vec<&PathBuf> = dirs
+        .iter()
+        .filter(|d| {
+            d.is_absolute()
+                && d.starts_with(ROOT)
+                && d.as_path() != Path::new(ROOT)
+                && !roots.contains(d)
+                && !d
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+        })
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    dirs.into_iter()
+        .filter(|d| match std::fs::remove_dir(d) {
+            Ok(()) => false,
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        })
+        .cloned()
+        .collect()
+}
+
 /// Removes the (empty) cgroup `path` from every hierarchy; true when none is left.
 pub fn remove(path: &str) -> bool {
     let rel = path.trim_start_matches('/');
@@ -382,6 +512,66 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 garbage line
 ";
+
+    #[test]
+    fn expands_slice_names_as_systemd_does() {
+        for (name, path) in [
+            ("-.slice", "/"),
+            ("a.slice", "/a.slice"),
+            ("a-b-c.slice", "/a.slice/a-b.slice/a-b-c.slice"),
+            (
+                "kubepods-besteffort-pod0a1b_c2.slice",
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0a1b_c2.slice",
+            ),
+            (
+                "tender-test-pod7f.slice",
+                "/tender.slice/tender-test.slice/tender-test-pod7f.slice",
+            ),
+            ("a.b-c:d.slice", "/a.b.slice/a.b-c:d.slice"),
+        ] {
+            assert_eq!(expand_slice(name).as_deref(), Ok(path), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_invalid_slice_names() {
+        for (name, why) in [
+            ("", "end with"),
+            ("a.scope", "end with"),
+            ("a.slice.x", "end with"),
+            (".slice", "empty component"),
+            ("a--b.slice", "empty component"),
+            ("-a.slice", "empty component"),
+            ("a-.slice", "empty component"),
+            ("--.slice", "empty component"),
+            ("a/b.slice", "'/'"),
+            ("/a.slice", "'/'"),
+            ("a/../b.slice", "'/'"),
+            ("a b.slice", "not allowed"),
+            ("a\nb.slice", "not allowed"),
+        ] {
+            let e = expand_slice(name).expect_err(name);
+            assert!(e.contains(why), "{name:?}: {e}");
+            assert!(e.contains("invalid systemd slice name"), "{e}");
+        }
+        let long = format!("{}.slice", "a".repeat(250));
+        assert!(expand_slice(&long).is_err());
+    }
+
+    #[test]
+    fn remove_created_ignores_paths_outside_the_cgroup_mounts() {
+        let tmp = std::env::temp_dir().join(format!("tender-rmcreated-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let left = remove_created(&[
+            tmp.clone(),
+            PathBuf::from("/sys/fs/cgroup"),
+            PathBuf::from("/sys/fs/cgroup/memory"),
+            PathBuf::from("/sys/fs/cgroup/memory/../memory/x"),
+        ]);
+        assert!(left.is_empty(), "{left:?}");
+        assert!(tmp.is_dir(), "outside /sys/fs/cgroup: not removed");
+        std::fs::remove_dir(&tmp).unwrap();
+    }
 
     #[test]
     fn parses_proc_cgroup() {

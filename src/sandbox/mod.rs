@@ -30,6 +30,10 @@ pub const RECORD_FILE: &str = "tender-sandbox.json";
 pub struct Record {
     pub files: Option<files::PodFiles>,
     pub cgroup: Option<String>,
+    /// The directories above the holder's cgroup that Tender made (and may remove once
+    /// empty), see `Pod::remove_cgroups`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_cgroups: Vec<std::path::PathBuf>,
     /// 0 before StartSandbox.
     pub holder_pid: i32,
 }
@@ -64,6 +68,7 @@ pub fn cleanup_dead(bundle: &Path) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+    crate::cgroups::remove_created(&rec.created_cgroups);
     let _ = std::fs::remove_file(bundle.join(RECORD_FILE));
 }
 

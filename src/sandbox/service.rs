@@ -47,6 +47,9 @@ pub struct Pod {
     netns: Option<PathBuf>,
     files: PodFiles,
     cgroup: Option<String>,
+    /// The cgroup directories above the holder's that StartSandbox made (a slice or cgroupfs
+    /// parent that did not exist): the only ancestors Shutdown/`delete` may remove.
+    created_cgroups: Mutex<Vec<PathBuf>>,
     created_at: SystemTime,
     pub machine: Machine,
 }
@@ -56,6 +59,7 @@ impl Pod {
         Record {
             files: Some(self.files.clone()),
             cgroup: self.cgroup.clone(),
+            created_cgroups: lock(&self.created_cgroups).clone(),
             holder_pid,
         }
     }
@@ -82,6 +86,31 @@ impl Pod {
             sysctls: c.sysctls.clone(),
             cgroup: self.cgroup.clone(),
             userns: c.userns.clone(),
+        }
+    }
+
+    /// At Shutdown, the holder gone: its cgroup (the leaf is Tender's, whoever made it), then
+    /// the ancestors StartSandbox made, each only while empty.
+    ///
+    /// Invariant: Tender never removes a cgroup directory above the holder's that it did not
+    /// make itself (a slice or pod cgroup of the kubelet's, or of systemd's, is never
+    /// touched), and one it made only once nothing is in it (`rmdir` is refused for a cgroup
+    /// with a process or a child; another pod or the kubelet may have started using it). The
+    /// list is taken, so each directory is tried once: after Shutdown, a directory of the same
+    /// name is someone else's.
+    async fn remove_cgroups(&self) {
+        if let Some(cg) = &self.cgroup {
+            // The holder may take a moment to leave its cgroup once reaped.
+            for _ in 0..50 {
+                if crate::cgroups::remove(cg) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let made = std::mem::take(&mut *lock(&self.created_cgroups));
+        for d in crate::cgroups::remove_created(&made) {
+            log::info!("sandbox {}: {} is in use, left", self.id, d.display());
         }
     }
 
@@ -113,14 +142,48 @@ impl Pod {
     }
 }
 
-/// The cgroup of the holder: `<cgroup_parent>/<id>` for the cgroupfs driver (where runc would
-/// put a pause container). A systemd slice parent is left alone (documented limit).
-fn holder_cgroup(parent: &str, id: &str) -> Option<String> {
+/// The name of the holder's cgroup under a systemd slice: `tender-sandbox-<id>.scope`.
+///
+/// containerd's pause container gets `cri-containerd-<id>.scope` with the systemd driver (its
+/// CRI asks runc for `<slice>:cri-containerd:<id>`). Tender's holder is not a container of
+/// containerd's, and the directory is not a systemd unit either (see [`holder_cgroup`]), so it
+/// is not named like one of containerd's: an operator who sees it in `systemd-cgls` knows whose
+/// it is, and nobody looks for a containerd container or a unit of that name. `.scope` because that is
+/// what a process group not started by systemd is in a slice, and the path stays the same if
+/// Tender ever registers the scope through systemd.
+const SCOPE_PREFIX: &str = "tender-sandbox-";
+
+/// The cgroup of the holder, from CRI's `cgroup_parent`:
+///
+/// * a systemd slice name (the kubelet's systemd driver: `kubepods-besteffort-pod<uid>.slice`,
+///   no `/`): `<expanded slice path>/tender-sandbox-<id>.scope`, the slice expanded as
+///   systemd does (`a-b.slice` → `/a.slice/a-b.slice`); an invalid slice name is an error;
+/// * anything else (the cgroupfs driver: an absolute path such as
+///   `/kubepods/besteffort/pod<uid>`): `<cgroup_parent>/<id>`, where runc would put a pause
+///   container;
+/// * empty: None, the holder stays in the shim's cgroup.
+///
+/// Under a slice, runc (systemd driver) asks systemd over D-Bus for a transient scope unit
+/// (StartTransientUnit with `Slice=`, `Delegate=yes`), and systemd makes the cgroup, moves the
+/// process and creates a missing slice unit. Tender has no D-Bus client: it makes the
+/// directories itself in every cgroup hierarchy (`cgroups::create`), a missing slice included
+/// (as systemd would), and moves the holder there. The placement, accounting and limits are the
+/// kernel's and the same; what differs is that systemd does not know the scope as a unit
+/// (`systemctl` does not show it, nor stop or kill it as one), a slice directory Tender made is
+/// not a slice unit systemd loaded, and systemd's rule that only it writes into its tree
+/// outside delegated units is bent (as with the cgroupfs driver on a systemd host). Not
+/// tested on a systemd node (the test machine has none). README "Shim sandboxer", limits.
+fn holder_cgroup(parent: &str, id: &str) -> std::result::Result<Option<String>, String> {
     let parent = parent.trim_end_matches('/');
-    if parent.is_empty() || parent.ends_with(".slice") {
-        return None;
+    if parent.is_empty() {
+        return Ok(None);
     }
-    Some(format!("{parent}/{id}"))
+    if parent.ends_with(".slice") && !parent.starts_with('/') {
+        let slice = crate::cgroups::expand_slice(parent)?;
+        let slice = slice.trim_end_matches('/');
+        return Ok(Some(format!("{slice}/{SCOPE_PREFIX}{id}.scope")));
+    }
+    Ok(Some(format!("{parent}/{id}")))
 }
 
 pub struct SandboxService {
@@ -227,7 +290,8 @@ impl SandboxService {
         }
         let files = PodFiles::locate(&bundle, &self.namespace, &req.sandbox_id)
             .map_err(|e| status(Code::FAILED_PRECONDITION, e))?;
-        let cgroup = holder_cgroup(&config.cgroup_parent, &req.sandbox_id);
+        let cgroup = holder_cgroup(&config.cgroup_parent, &req.sandbox_id)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("cgroup_parent: {e}")))?;
         Ok(Pod {
             id: req.sandbox_id.clone(),
             bundle,
@@ -235,6 +299,7 @@ impl SandboxService {
             netns,
             files,
             cgroup,
+            created_cgroups: Mutex::new(Vec::new()),
             created_at: SystemTime::now(),
             machine: Machine::default(),
         })
@@ -335,6 +400,18 @@ impl SandboxApi for SandboxService {
                 format!("sandbox {} cannot start: {phase:?}", pod.id),
             )
         })?;
+        if let Some(cg) = &pod.cgroup {
+            // Made here rather than by `move_to` so that what was made is known (and recorded
+            // before the holder exists, for `delete` after a dead shim).
+            let made = crate::cgroups::create(cg);
+            for e in &made.errors {
+                log::warn!("sandbox {}: cgroup {cg}: {e}", pod.id);
+            }
+            if !made.dirs.is_empty() {
+                lock(&pod.created_cgroups).extend(made.dirs);
+                self.write_record(&pod, 0);
+            }
+        }
         let spawned = holder::spawn(&pod.holder_spec(), &self.reaper).await;
         let h = match spawned {
             Ok(h) => h,
@@ -441,9 +518,7 @@ impl SandboxApi for SandboxService {
         if let Err(e) = pod.files.remove() {
             log::warn!("sandbox {}: {e}", pod.id);
         }
-        if let Some(cg) = &pod.cgroup {
-            crate::cgroups::remove(cg);
-        }
+        pod.remove_cgroups().await;
         let _ = std::fs::remove_file(pod.bundle.join(super::RECORD_FILE));
         {
             let mut slot = lock(&self.slot);
@@ -476,12 +551,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holder_cgroup_follows_cgroupfs_parents_only() {
+    fn holder_cgroup_follows_cgroupfs_paths_and_systemd_slices() {
+        let ok = |p, id| holder_cgroup(p, id).expect(p);
+        assert_eq!(ok("/pods/p1/", "s1").as_deref(), Some("/pods/p1/s1"));
         assert_eq!(
-            holder_cgroup("/pods/p1/", "s1").as_deref(),
-            Some("/pods/p1/s1")
+            ok("kubepods-besteffort-pod1.slice", "s1").as_deref(),
+            Some("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/tender-sandbox-s1.scope")
         );
-        assert_eq!(holder_cgroup("kubepods-pod1.slice", "s1"), None);
-        assert_eq!(holder_cgroup("", "s1"), None);
+        assert_eq!(
+            ok("-.slice", "s1").as_deref(),
+            Some("/tender-sandbox-s1.scope")
+        );
+        // An absolute path is a cgroupfs parent, whatever its last name.
+        assert_eq!(
+            ok("/a.slice/a-b.slice", "s1").as_deref(),
+            Some("/a.slice/a-b.slice/s1")
+        );
+        assert_eq!(ok("", "s1"), None);
+        assert_eq!(ok("/", "s1"), None);
+        for bad in [
+            "kube--pod.slice",
+            "-pod.slice",
+            "pod-.slice",
+            "a/b.slice",
+            ".slice",
+        ] {
+            let e = holder_cgroup(bad, "s1").expect_err(bad);
+            assert!(e.contains("invalid systemd slice name"), "{bad}: {e}");
+        }
     }
 }

@@ -331,6 +331,7 @@ async fn userns_container_sees_its_idmapped_overlay_rootfs_as_its_own() {
     let waited = client.wait(ctx(), &wait).await.expect("wait");
     assert_eq!(waited.exit_status, 0, "{}", shim.stderr_text());
     let result = std::fs::read_to_string(upper.join("tmp/result")).expect("result");
+    println!("inside the container (stat -c '%u %g', uid_map):\n{result}");
     let lines: Vec<&str> = result.lines().collect();
     assert_eq!(lines.first().copied(), Some("0 0"), "{result}");
     assert_eq!(lines.get(1).copied(), Some("5 7"), "{result}");

@@ -368,8 +368,16 @@ fn bind_idmapped(
     recursive: bool,
 ) -> io::Result<()> {
     let tree = open_tree_clone(source, recursive).map_err(|e| ctx("open_tree", source, e))?;
-    set_idmap(&tree, userns, extra, recursive)
-        .map_err(|e| ctx("mount_setattr(IDMAP)", source, e))?;
+    set_idmap(&tree, userns, extra, recursive).map_err(|e| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                " (does the kernel support idmapped mounts of this filesystem?)"
+            }
+            _ => "",
+        };
+        let e = io::Error::new(e.kind(), format!("{e}{hint}"));
+        ctx("mount_setattr(IDMAP)", source, e)
+    })?;
     move_to(&tree, dest).map_err(|e| ctx("move_mount", dest, e))
 }
 

@@ -1,9 +1,17 @@
 //! Mounting the container's rootfs from the `Mount` list containerd sends with Create.
+//!
+//! A container in a user namespace gets its rootfs from containerd 2.x with two options that
+//! are not kernel options, `uidmap=<ctr>:<host>:<len>[,...]` and `gidmap=...`: the rootfs must
+//! show the host ids as the container's. They are handled here as containerd's own mount code
+//! does (see [`idmap`]): an overlay is mounted over idmapped bind mounts of its lower layers,
+//! any other mount is itself made idmapped.
 
 use std::io;
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+pub mod idmap;
 
 /// A mount as containerd describes it.
 pub struct MountSpec<'a> {
@@ -39,6 +47,8 @@ pub fn parse_options(options: &[String]) -> (MsFlags, String) {
             "mand" => (MsFlags::MS_MANDLOCK, false),
             "nomand" => (MsFlags::MS_MANDLOCK, true),
             "defaults" => (MsFlags::empty(), false),
+            // Not kernel options: see `idmap` (they name the user namespace to map through).
+            o if o.starts_with(idmap::UIDMAP) || o.starts_with(idmap::GIDMAP) => continue,
             other => {
                 data.push(other.to_string());
                 continue;
@@ -53,7 +63,32 @@ pub fn parse_options(options: &[String]) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
-pub fn mount_one(m: &MountSpec<'_>, target: &Path) -> io::Result<()> {
+/// Mounts `m` on `target`. A mount with `uidmap=`/`gidmap=` options needs the user namespace
+/// made from them ([`idmap::userns_for`]) as `userns`; without one it is refused.
+pub fn mount_one(
+    m: &MountSpec<'_>,
+    target: &Path,
+    userns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> io::Result<()> {
+    check_fields(m)?;
+    match (idmap::IdMapping::from_options(m.options)?, userns) {
+        (None, _) => mount_plain(m, target),
+        (Some(_), Some(ns)) if m.kind == "overlay" => idmap::mount_overlay(m, target, ns),
+        (Some(_), Some(ns)) => {
+            mount_plain(m, target)?;
+            idmap::idmap_in_place(m, target, ns).inspect_err(|_| {
+                // Leave nothing half done: the plain mount goes too.
+                let _ = umount2(target, MntFlags::MNT_DETACH);
+            })
+        }
+        (Some(_), None) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a mount with uidmap=/gidmap= options needs its user namespace",
+        )),
+    }
+}
+
+fn check_fields(m: &MountSpec<'_>) -> io::Result<()> {
     if m.source.contains('\0')
         || m.kind.contains('\0')
         || m.options.iter().any(|o| o.contains('\0'))
@@ -63,6 +98,11 @@ pub fn mount_one(m: &MountSpec<'_>, target: &Path) -> io::Result<()> {
             "mount field contains NUL",
         ));
     }
+    Ok(())
+}
+
+/// The mount as the kernel takes it (uidmap=/gidmap= are left out).
+pub(crate) fn mount_plain(m: &MountSpec<'_>, target: &Path) -> io::Result<()> {
     let (flags, data) = parse_options(m.options);
     let kind = if m.kind == "bind" { "none" } else { m.kind };
     let data_opt = if data.is_empty() {
@@ -104,8 +144,15 @@ pub fn mount_one(m: &MountSpec<'_>, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Unmounts everything stacked on `target` (lazily if busy). Missing or unmounted is fine.
+/// Unmounts everything stacked on `target` (lazily if busy), and whatever an interrupted
+/// idmapped mount left next to it (see [`idmap::scratch_dir`]). Missing or unmounted is fine.
 pub fn unmount_all(target: &Path) -> io::Result<()> {
+    let stacked = unmount_stack(target);
+    let scratch = idmap::remove_scratch(target);
+    stacked.and(scratch)
+}
+
+fn unmount_stack(target: &Path) -> io::Result<()> {
     for _ in 0..64 {
         match umount2(target, MntFlags::empty()) {
             Ok(()) => continue,
@@ -142,5 +189,12 @@ mod tests {
         assert_eq!(data, "lowerdir=/a:/b,upperdir=/u");
         let (flags, _) = parse_options(&["ro".to_string(), "rw".to_string()]);
         assert!(!flags.contains(MsFlags::MS_RDONLY));
+        // Not kernel options: left to the idmapped mount code.
+        let (_, data) = parse_options(&[
+            "uidmap=0:1:2".to_string(),
+            "gidmap=0:1:2".to_string(),
+            "lowerdir=/a".to_string(),
+        ]);
+        assert_eq!(data, "lowerdir=/a");
     }
 }

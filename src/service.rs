@@ -8,6 +8,7 @@
 
 use crate::lock;
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -219,7 +220,7 @@ impl Shim {
             .map_err(|e| status(Code::UNKNOWN, format!("write bundle options: {e}")))?;
 
         let rootfs = bundle.join("rootfs");
-        let mounted = mount_rootfs(req, &rootfs)?;
+        let mounted = mount_rootfs(req, &rootfs, &self.reaper).await?;
         let checkpoint = if req.checkpoint.is_empty() {
             None
         } else {
@@ -359,7 +360,11 @@ fn checked_path(what: &str, p: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(p))
 }
 
-fn mount_rootfs(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<bool> {
+async fn mount_rootfs(
+    req: &api::CreateTaskRequest,
+    rootfs: &Path,
+    reaper: &Reaper,
+) -> Result<bool> {
     if req.rootfs.is_empty() {
         return Ok(false);
     }
@@ -375,14 +380,33 @@ fn mount_rootfs(req: &api::CreateTaskRequest, rootfs: &Path) -> Result<bool> {
             source: &m.source,
             options: &m.options,
         };
-        if let Err(e) = mount::mount_one(&spec, rootfs) {
-            if i > 0 {
-                let _ = mount::unmount_all(rootfs);
-            }
-            return Err(status(Code::UNKNOWN, format!("rootfs: {e}")));
+        // uidmap=/gidmap= (a container in a user namespace): the namespace to map through.
+        let userns = match mount::idmap::IdMapping::from_options(&m.options) {
+            Ok(None) => None,
+            Ok(Some(map)) => match mount::idmap::userns_for(&map, reaper).await {
+                Ok(ns) => Some(ns),
+                Err(e) => return Err(rootfs_failed(i, rootfs, e)),
+            },
+            Err(e) => return Err(rootfs_failed(i, rootfs, e)),
+        };
+        if let Err(e) = mount::mount_one(&spec, rootfs, userns.as_ref().map(|f| f.as_fd())) {
+            return Err(rootfs_failed(i, rootfs, e));
         }
     }
     Ok(true)
+}
+
+/// Mount `i` of the rootfs failed: the ones before it are undone.
+fn rootfs_failed(i: usize, rootfs: &Path, e: std::io::Error) -> TtrpcError {
+    if i > 0 {
+        let _ = mount::unmount_all(rootfs);
+    }
+    let code = if e.kind() == std::io::ErrorKind::InvalidInput {
+        Code::INVALID_ARGUMENT
+    } else {
+        Code::UNKNOWN
+    };
+    status(code, format!("rootfs: {e}"))
 }
 
 #[async_trait]

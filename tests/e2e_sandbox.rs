@@ -1985,8 +1985,9 @@ fn with_userns(mut ns: api::NamespaceOption, uid: u32, gid: u32) -> api::Namespa
 /// it, and the pod is READY. Its container: root in that user namespace, mapped — when the
 /// node can run one at all. A userns container needs idmapped mounts: containerd 2.1.9's CRI
 /// refuses it unless runc's `features` lists `mountExtensions.idmap` (runc >= 1.2; the test
-/// machine has 1.1.5), and its rootfs comes as an overlay with `uidmap=`/`gidmap=` options,
-/// which Tender's task side does not mount (yet). Then the test says so and checks the rest.
+/// machine has 1.1.5). Then the test says so and checks the rest. (Its rootfs comes as an
+/// overlay with `uidmap=`/`gidmap=` options, which Tender mounts idmapped: tested without
+/// containerd in tests/idmap_rootfs.rs.)
 /// (On the test machine even the classic `runc` handler fails a userns pod: containerd
 /// 2.1.9's Go shim cannot mount the pause container's idmapped rootfs, EINVAL.)
 #[test]

@@ -848,6 +848,44 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
             vec![mount("tmpfs", "tmpfs", &["size=1m\0x"])],
             "NUL",
         ),
+        (
+            "malformed uidmap",
+            vec![mount(
+                "tmpfs",
+                "tmpfs",
+                &["uidmap=0:100000:-1", "gidmap=0:100000:65536"],
+            )],
+            "uidmap",
+        ),
+        (
+            "uidmap without gidmap",
+            vec![mount("tmpfs", "tmpfs", &["uidmap=0:100000:65536"])],
+            "gidmap",
+        ),
+        (
+            "overlapping mappings",
+            vec![mount(
+                "tmpfs",
+                "tmpfs",
+                &["uidmap=0:100000:10,5:200000:10", "gidmap=0:1:1"],
+            )],
+            "overlapping",
+        ),
+        (
+            "idmapped overlay over a missing layer",
+            vec![mount(
+                "overlay",
+                "overlay",
+                &[
+                    "uidmap=0:100000:65536",
+                    "gidmap=0:100000:65536",
+                    "lowerdir=/nonexistent-tender-idmapped-lower",
+                    "upperdir=/nonexistent-u",
+                    "workdir=/nonexistent-w",
+                ],
+            )],
+            "/nonexistent-tender-idmapped-lower",
+        ),
     ];
     for (what, mounts, needle) in mount_cases {
         let mut r = create_req(c2, &c2_bundle);
@@ -870,6 +908,10 @@ async fn hostile_requests_get_clear_errors_and_harm_nothing() {
             sb.mounts_under(&c2_rootfs).is_empty(),
             "mounts left after Create({what}): {:?}",
             sb.mounts_under(&c2_rootfs)
+        );
+        assert!(
+            !c2_rootfs.with_file_name("rootfs.idmapped").exists(),
+            "idmapped scratch dir left after Create({what})"
         );
     }
     // The rootfs mounted fine but stdio is refused: the mount must be undone.

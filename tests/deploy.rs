@@ -180,7 +180,12 @@ const INSTALLER_REF: &str = concat!(
 
 /// Builds the image archive into `dir` with scripts/build-installer-image.sh (which runs the
 /// static release builds; `TENDER_DEPLOY_NO_BUILD=1` reuses target/release/ instead).
+///
+/// One build at a time: the tests of this file run in parallel, and two concurrent runs of
+/// build-release.sh race on the same `target/release/.tender-install.new`.
 fn installer_image(dir: &Path) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let out = dir.join("tender-installer.tar");
     let mut cmd = Command::new(Path::new(ROOT).join("scripts/build-installer-image.sh"));
     cmd.arg(&out);

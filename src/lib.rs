@@ -25,6 +25,24 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `clone(2)` with fork semantics (a copy of this process, no new stack) and `flags`: the
+/// exit signal (`SIGCHLD`) and any new namespaces or `CLONE_PARENT`: returns 0 in the child, the child's pid in
+/// the parent, -1 with errno set on failure.
+///
+/// # Safety
+/// The process is multi-threaded: the child may only make async-signal-safe system calls on
+/// memory prepared before the call, and must end in `execve` or `_exit`.
+pub(crate) unsafe fn clone_like_fork(flags: libc::c_ulong) -> libc::c_long {
+    libc::syscall(
+        libc::SYS_clone,
+        flags,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    )
+}
+
 /// Runs `work` once the RPC being served has queued its reply: for work the reply does not
 /// depend on. One yield is enough: when the handler ends, its reply is queued for the
 /// connection's writer ahead of this task's next turn. Must be called from inside the shim's

@@ -217,16 +217,8 @@ fn clone_waiting_child(reaper: &Reaper) -> io::Result<(i32, oneshot::Receiver<Ex
     // SAFETY: clone without CLONE_VM and without a new stack is a fork. The child makes only
     // async-signal-safe system calls (prctl, getppid, pause, _exit) and never returns into
     // Rust code that could take a lock another thread held.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
+    let pid =
+        unsafe { crate::clone_like_fork((libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong) };
     if pid == 0 {
         // SAFETY: see above.
         unsafe {

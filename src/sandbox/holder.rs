@@ -234,16 +234,7 @@ fn clone_holder(
     // SAFETY: clone without CLONE_VM and without a new stack is a fork. The child runs only
     // async-signal-safe system calls on memory prepared above, then execve or _exit; it
     // never returns into Rust code that could take a lock another thread held.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
+    let pid = unsafe { crate::clone_like_fork(flags) };
     if pid == 0 {
         // SAFETY: see above; the child only issues system calls and never returns.
         unsafe {
@@ -393,16 +384,7 @@ fn clone_userns_child(spec: &HolderSpec, reaper: &Reaper) -> Result<UsernsChild,
     let not_before = Instant::now();
     // SAFETY: as in `clone_holder`: a fork whose child (and grandchild) run only system
     // calls on memory prepared above, then execve or _exit.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
+    let pid = unsafe { crate::clone_like_fork(libc::SIGCHLD as libc::c_ulong) };
     if pid == 0 {
         // SAFETY: see above; the child only issues system calls and never returns.
         unsafe {
@@ -440,14 +422,8 @@ fn clone_userns_child(spec: &HolderSpec, reaper: &Reaper) -> Result<UsernsChild,
                 }
             }
             let holder = if new_pid {
-                let g = libc::syscall(
-                    libc::SYS_clone,
-                    (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                );
+                let g =
+                    crate::clone_like_fork((libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong);
                 if g < 0 {
                     libc::_exit(119);
                 }
